@@ -1,0 +1,40 @@
+"""stabilizer: make Keras training stable automatically.
+
+`stabilize(build_fn, data)` probes the user's model under many stabilization
+configurations (initializer, learning-rate schedule, clipping, batch size,
+BatchNormalization settings), scores each probe for stability and progress, and
+returns the most stable configuration that still learns.
+"""
+
+from stabilizer.api import stabilize
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.errors import (
+    ConfigError,
+    DataError,
+    ModelError,
+    ProbeFailedError,
+    SearchAbortedError,
+    StabilizerError,
+)
+from stabilizer.result import StabilityResult
+from stabilizer.scoring import ScoreComponents
+from stabilizer.space import SearchSpace, load_space
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "ProbeFailedError",
+    "ScoreComponents",
+    "SearchAbortedError",
+    "SearchConfig",
+    "SearchSpace",
+    "StabilityConfig",
+    "StabilityResult",
+    "StabilizerError",
+    "__version__",
+    "load_space",
+    "stabilize",
+]

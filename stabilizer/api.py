@@ -1,0 +1,117 @@
+"""`stabilize()`: the library call."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.data import prepare_data
+from stabilizer.drivers import make_driver
+from stabilizer.drivers._base import BaseDriver, TrialRecord
+from stabilizer.errors import ConfigError
+from stabilizer.evaluation import Evaluation, Evaluator
+from stabilizer.model import replay_hyperparameters
+from stabilizer.probe import batch_size_of
+from stabilizer.result import Candidate, StabilityResult
+from stabilizer.scoring import ScoreComponents
+from stabilizer.space import SearchSpace, load_space
+
+__all__ = ["stabilize", "make_settings"]
+
+_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
+
+
+def make_settings(config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
+    """`config` (or the defaults) with keyword overrides; unknown names are errors."""
+    unknown = sorted(set(overrides) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"stabilize() got an unexpected argument {unknown[0]!r}; expected "
+                          f"one of {', '.join(sorted(_FIELDS))}")
+    base = config.to_dict() if config is not None else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return SearchConfig.from_dict(base)
+
+
+def stabilize(build_fn: Callable[..., Any], data: Any, *,
+              space: str | SearchSpace | dict[str, Any] | None = None,
+              budget: int | None = None, seeds: int | None = None,
+              storage: str | None = None, study_name: str | None = None,
+              config: SearchConfig | None = None, **options: Any) -> StabilityResult:
+    """Search for the most stable configuration of `build_fn` that still learns.
+
+    Args:
+        build_fn: `build_fn()` or KerasTuner-style `build_fn(hp)` returning a Keras
+            model (compiled, or pass `loss=`), or a `keras_tuner.HyperModel`.
+        data: `(x, y)`, `(x, y, x_val, y_val)`, a `keras.utils.PyDataset` or a
+            `tf.data.Dataset` (see `stabilizer.data`).
+        space: a bundled space name ("default", "quick", ...), a YAML path, a
+            mapping or a `SearchSpace`.
+        budget: number of candidate configurations to probe (`SearchConfig.trials`).
+        seeds: seeds per candidate.
+        storage: Optuna storage URL; default an SQLite file in `out_dir`.
+        study_name: the study; re-running with the same name resumes it.
+        config: a full `SearchConfig`; keyword arguments override its fields.
+        **options: any other `SearchConfig` field (`probe_steps`, `driver`, ...).
+
+    Returns:
+        A `StabilityResult` with the best configuration, the baseline and every trial.
+    """
+    space_obj = None
+    if isinstance(space, SearchSpace):
+        space_obj, space = space, None
+    settings = make_settings(config, space=space, trials=budget, seeds=seeds, storage=storage,
+                             study_name=study_name, **options)
+    space_obj = space_obj or load_space(settings.space)
+    probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
+    batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
+    driver = make_driver(settings, space_obj)
+    evaluator = Evaluator(build_fn, probe_data, settings)
+    baseline = _baseline(driver, evaluator)
+    evaluator.reference_loss = baseline.components.reference_loss
+    records = driver.run(evaluator)
+    return StabilityResult(
+        best=_choose_best(records, baseline), baseline=baseline, trials=records,
+        settings=settings, space_name=space_obj.name, study_name=settings.study_name,
+        storage=driver.storage_label(), build_fn=build_fn)
+
+
+def _baseline(driver: BaseDriver, evaluator: Evaluator) -> Candidate:
+    """The user's own configuration, probed like any candidate (stored, not redone)."""
+    stored = driver.load_baseline()
+    if stored is None:
+        hp = replay_hyperparameters({}) if evaluator.uses_hp else None
+        evaluation: Evaluation = evaluator.evaluate(StabilityConfig(), hp)
+        assert evaluation.components is not None
+        stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
+                  "user_params": dict(hp.values) if hp is not None else {}}
+        driver.save_baseline(stored)
+    components = ScoreComponents.from_dict(_restore_nan(stored["components"]))
+    return Candidate(StabilityConfig(), components, stored["curves"], stored["user_params"])
+
+
+def _restore_nan(data: dict[str, Any]) -> dict[str, Any]:
+    floats = ("score", "final_val_loss", "reference_loss", "quality", "progress",
+              "oscillation", "spike_rate", "explode_rate", "vanishing_share", "seed_spread")
+    return {k: (float("nan") if v is None and k in floats else v) for k, v in data.items()}
+
+
+def _choose_best(records: list[TrialRecord], baseline: Candidate) -> Candidate:
+    """The highest score among completed, non-diverged trials and the baseline.
+
+    If everything diverged the (diverged) baseline comes back, and the result's
+    summary says so: nothing is made up.
+    """
+    best = baseline
+    for record in records:
+        if record.state != "COMPLETE" or record.components is None or record.config is None:
+            continue
+        comps = ScoreComponents.from_dict(_restore_nan(record.components))
+        if comps.diverged or not math.isfinite(comps.score):
+            continue
+        if comps.score > best.score or (best.components.diverged and not comps.diverged):
+            best = Candidate(record.config, comps, record.curves, record.user_params,
+                             record.number)
+    return best

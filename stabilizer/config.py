@@ -1,0 +1,268 @@
+"""Typed configuration: the candidate applied to a model, and the search settings.
+
+`StabilityConfig` is one point of the search space: what the stabilizer changes in
+the user's training (initializer, learning rate and schedule, clipping, batch size,
+BatchNormalization momentum and epsilon). `SearchConfig` holds the settings of a
+search (budget, seeds, storage, ...). Both are plain dataclasses that validate on
+construction, round-trip through dicts and YAML, and reject unknown keys by name, so
+the Python API, the YAML file and the CLI all build the same objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from stabilizer.errors import ConfigError
+
+__all__ = [
+    "StabilityConfig",
+    "SearchConfig",
+    "INITIALIZER_MODES",
+    "LR_SCHEDULES",
+    "CLIPPING_MODES",
+]
+
+#: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
+INITIALIZER_MODES = ("keep", "auto")
+LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau")
+CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
+
+_T = TypeVar("_T")
+
+
+def _field(default: Any, help: str) -> Any:
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(known))}"
+        )
+
+
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, integer: bool = False, where: str = "") -> Any:
+    prefix = f"{name}={value!r}{where}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{prefix}: expected {kind}")
+    if integer and not float(value).is_integer():
+        raise ConfigError(f"{prefix}: expected an integer")
+    if not math.isfinite(value):
+        raise ConfigError(f"{prefix}: expected a finite number")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{prefix}: expected a value {'>' if low_open else '>='} {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{prefix}: expected a value <= {high}")
+    return int(value) if integer else float(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...], where: str = "") -> str:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}{where}: expected one of {', '.join(choices)}")
+    return str(value)
+
+
+def check_initializer(name: str, value: Any, where: str = "") -> str:
+    """Accept "keep", "auto" or a name `keras.initializers.get` knows."""
+    import keras
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}={value!r}{where}: expected an initializer name (a string)")
+    if value in INITIALIZER_MODES:
+        return value
+    try:
+        keras.initializers.get(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{name}={value!r}{where}: unknown initializer; expected 'keep', 'auto' or a "
+            "Keras initializer name such as 'he_normal', 'glorot_uniform', 'lecun_normal'"
+        ) from None
+    return value
+
+
+class _YamlMixin:
+    """Dict and YAML round-trip shared by the config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_T], data: Mapping[str, Any], where: str | None = None) -> _T:
+        _check_keys(cls, data, where or cls.__name__)
+        return cls(**dict(data))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls: type[_T], source: str | Path) -> _T:
+        """Load from a YAML file path or a YAML string."""
+        where = cls.__name__
+        text = str(source)
+        if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"{path}: file not found")
+            where, text = str(path), path.read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+        return cls.from_dict(data or {}, where=where)  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilityConfig(_YamlMixin):
+    """One candidate configuration: the changes applied to the user's training.
+
+    "keep" (or None for numbers) leaves that part of the user's setup as it is, so
+    `StabilityConfig()` is the user's own configuration, the baseline.
+    """
+
+    initializer: str = _field(
+        "keep", "'keep', 'auto' (He for ReLU family, Glorot for tanh/sigmoid, LeCun for "
+        "SELU) or a Keras initializer name applied to every kernel")
+    learning_rate: float | None = _field(None, "initial learning rate; None keeps the user's")
+    lr_schedule: str = _field("keep", f"one of {', '.join(LR_SCHEDULES)}")
+    decay_rate: float | None = _field(
+        None, "exponential schedule: factor per decay period (one period = one evaluation)")
+    warmup_fraction: float | None = _field(
+        None, "warmup_cosine schedule: share of the probe spent warming up linearly")
+    clipping: str = _field("keep", f"one of {', '.join(CLIPPING_MODES)}")
+    clip_value: float | None = _field(None, "threshold for clipnorm / clipvalue / global_clipnorm")
+    batch_size: int | None = _field(None, "training batch size; None keeps the user's")
+    bn_momentum: float | None = _field(None, "BatchNormalization momentum; None keeps the model's")
+    bn_epsilon: float | None = _field(None, "BatchNormalization epsilon; None keeps the model's")
+
+    def __post_init__(self) -> None:
+        check_initializer("initializer", self.initializer)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("clipping", self.clipping, CLIPPING_MODES)
+        if self.learning_rate is not None:
+            object.__setattr__(self, "learning_rate", _number(
+                "learning_rate", self.learning_rate, low=0, low_open=True, high=100))
+        if self.decay_rate is not None:
+            object.__setattr__(self, "decay_rate", _number(
+                "decay_rate", self.decay_rate, low=0, low_open=True, high=1))
+        if self.warmup_fraction is not None:
+            object.__setattr__(self, "warmup_fraction", _number(
+                "warmup_fraction", self.warmup_fraction, low=0, high=0.9))
+        if self.clip_value is not None:
+            object.__setattr__(self, "clip_value", _number(
+                "clip_value", self.clip_value, low=0, low_open=True))
+        if self.clipping in ("norm", "value", "global_norm") and self.clip_value is None:
+            raise ConfigError(f"clipping={self.clipping!r} needs clip_value: expected a number > 0")
+        if self.batch_size is not None:
+            object.__setattr__(self, "batch_size", _number(
+                "batch_size", self.batch_size, low=1, integer=True))
+        if self.bn_momentum is not None:
+            object.__setattr__(self, "bn_momentum", _number(
+                "bn_momentum", self.bn_momentum, low=0, high=1, low_open=True))
+            if self.bn_momentum >= 1:
+                raise ConfigError(f"bn_momentum={self.bn_momentum!r}: expected a value < 1")
+        if self.bn_epsilon is not None:
+            object.__setattr__(self, "bn_epsilon", _number(
+                "bn_epsilon", self.bn_epsilon, low=0, low_open=True, high=1))
+
+    def describe(self) -> str:
+        """A one-line human summary of what differs from the user's setup."""
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) not in (None, "keep")]
+        return ", ".join(parts) or "the user's own configuration"
+
+
+@dataclasses.dataclass
+class SearchConfig(_YamlMixin):
+    """Settings of one search: budget, probe length, seeds, storage and driver."""
+
+    space: str | dict[str, Any] = _field(
+        "default", "a bundled space name, a YAML file path, or a mapping of dimensions")
+    trials: int = _field(20, "number of candidate configurations to probe (the budget)")
+    probe_steps: int = _field(120, "optimizer steps per probe (per seed)")
+    evaluations: int = _field(4, "validation passes per probe; the steps are split evenly")
+    seeds: int = _field(2, "seeds per candidate; run-to-run spread is measured over them")
+    seed: int = _field(0, "seed of the sampler and of the probe seeds")
+    batch_size: int = _field(32, "the user's batch size (used by the baseline)")
+    validation_split: float = _field(
+        0.2, "share of (x, y) held out for validation when no validation data is given")
+    storage: str | None = _field(
+        None, "Optuna storage URL; None makes an SQLite file '<study_name>.db' in out_dir")
+    study_name: str = _field("stabilizer", "Optuna study name; re-running resumes it")
+    driver: str = _field("optuna", "search driver: 'optuna' or 'keras_tuner'")
+    tuner: str = _field("bayesian", "KerasTuner tuner: 'bayesian', 'random' or 'hyperband'")
+    out_dir: str = _field("stabilizer-out", "folder for the study file and reports")
+    prune: bool = _field(True, "stop probes that are clearly worse than the others early")
+    divergence_factor: float = _field(
+        10.0, "a probe diverges when its loss exceeds this factor times its starting loss")
+    check_every: int = _field(
+        5, "steps between on-device divergence checks (one scalar read each)")
+    max_consecutive_failures: int = _field(
+        5, "stop the search after this many failed trials in a row")
+    loss: str | None = _field(None, "loss for an uncompiled model (a Keras loss name)")
+    optimizer: str = _field("adam", "optimizer for an uncompiled model (a Keras name)")
+    metrics: list[str] = _field([], "metrics for an uncompiled model")
+    verbose: bool = _field(False, "print one line per finished trial")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, (str, dict)):
+            raise ConfigError(f"space={self.space!r}: expected a space name, a file path or a mapping")
+        self.trials = _number("trials", self.trials, low=1, integer=True)
+        self.probe_steps = _number("probe_steps", self.probe_steps, low=2, integer=True)
+        self.evaluations = _number("evaluations", self.evaluations, low=1, integer=True)
+        if self.evaluations > self.probe_steps:
+            raise ConfigError(
+                f"evaluations={self.evaluations}: expected at most probe_steps={self.probe_steps}")
+        self.seeds = _number("seeds", self.seeds, low=1, integer=True)
+        self.seed = _number("seed", self.seed, low=0, integer=True)
+        self.batch_size = _number("batch_size", self.batch_size, low=1, integer=True)
+        self.validation_split = _number("validation_split", self.validation_split, low=0,
+                                        low_open=True, high=0.9)
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise ConfigError(f"storage={self.storage!r}: expected a database URL string or null")
+        if not isinstance(self.study_name, str) or not self.study_name:
+            raise ConfigError(f"study_name={self.study_name!r}: expected a non-empty string")
+        _choice("driver", self.driver, ("optuna", "keras_tuner"))
+        _choice("tuner", self.tuner, ("bayesian", "random", "hyperband"))
+        if not isinstance(self.out_dir, str):
+            raise ConfigError(f"out_dir={self.out_dir!r}: expected a folder path")
+        if not isinstance(self.prune, bool):
+            raise ConfigError(f"prune={self.prune!r}: expected true or false")
+        self.divergence_factor = _number("divergence_factor", self.divergence_factor, low=1,
+                                         low_open=True)
+        self.check_every = _number("check_every", self.check_every, low=1, integer=True)
+        self.max_consecutive_failures = _number(
+            "max_consecutive_failures", self.max_consecutive_failures, low=1, integer=True)
+        if self.loss is not None and not isinstance(self.loss, str):
+            raise ConfigError(f"loss={self.loss!r}: expected a Keras loss name")
+        if not isinstance(self.optimizer, str):
+            raise ConfigError(f"optimizer={self.optimizer!r}: expected a Keras optimizer name")
+        if not isinstance(self.metrics, (list, tuple)) or not all(isinstance(m, str) for m in self.metrics):
+            raise ConfigError(f"metrics={self.metrics!r}: expected a list of metric names")
+        self.metrics = list(self.metrics)
+        if not isinstance(self.verbose, bool):
+            raise ConfigError(f"verbose={self.verbose!r}: expected true or false")
+
+    def resolved_storage(self) -> str:
+        """The storage URL, defaulting to an SQLite file in `out_dir`."""
+        if self.storage:
+            return self.storage
+        path = Path(self.out_dir) / f"{self.study_name}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"

@@ -1,0 +1,58 @@
+"""The driver interface: something that proposes candidates and records their scores."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+from stabilizer.config import StabilityConfig
+from stabilizer.evaluation import Evaluator
+
+__all__ = ["BaseDriver", "TrialRecord"]
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """One finished (or failed, or pruned) trial, as read back from the driver's store."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED", "FAIL" or "RUNNING"
+    score: float | None
+    config: StabilityConfig | None
+    user_params: dict[str, Any]
+    components: dict[str, Any] | None
+    curves: list[dict[str, Any]]
+    error: str | None = None
+    seconds: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.components:
+            return str(self.components.get("verdict"))
+        return self.state.lower()
+
+
+class BaseDriver(abc.ABC):
+    """Runs a search with an `Evaluator` and reads back every trial.
+
+    The baseline (the user's own configuration) is stored next to the trials, so
+    a resumed search does not probe it again; drivers without a store keep it in
+    memory.
+    """
+
+    _baseline: dict[str, Any] | None = None
+
+    @abc.abstractmethod
+    def run(self, evaluator: Evaluator) -> list[TrialRecord]:
+        """Run (or resume) the search until its budget is spent; return all trials."""
+
+    def load_baseline(self) -> dict[str, Any] | None:
+        return self._baseline
+
+    def save_baseline(self, record: dict[str, Any]) -> None:
+        self._baseline = record
+
+    def storage_label(self) -> str:
+        """Where the trials live, safe to print (no password)."""
+        return "memory"

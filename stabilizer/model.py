@@ -1,0 +1,342 @@
+"""Applying a `StabilityConfig` to the user's model, optimizer and schedule.
+
+Initializers and BatchNormalization settings are rewritten with
+`keras.models.clone_model(..., clone_function=...)` for Sequential and Functional
+models. Subclassed models cannot be cloned that way; for them the documented
+fallback rewrites the layers in place: unbuilt layers get the new initializer
+before they build, built layers have their kernels re-drawn from it, and
+BatchNormalization momentum/epsilon are set on the layer (read at trace time).
+`AppliedModel.changes` lists what was changed on which layer, and a requested
+change that reached no layer is listed in `AppliedModel.not_applied`: nothing
+is silently skipped.
+
+The user's optimizer class, loss and metrics are kept; only the learning rate,
+its schedule and the clipping arguments change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.errors import ConfigError, ModelError, ProbeFailedError
+
+__all__ = [
+    "AppliedModel",
+    "CompileSpec",
+    "activation_family",
+    "apply_config",
+    "call_build_fn",
+    "make_optimizer",
+    "matched_initializer",
+    "plateau_callback",
+]
+
+_RELU_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "swish", "mish",
+                "celu", "hard_silu", "hard_swish", "softplus", "prelu"}
+_LECUN_FAMILY = {"selu"}
+_PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                 keras.layers.Dropout, keras.layers.GaussianNoise)
+_ACTIVATION_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "PReLU": "prelu", "ELU": "elu"}
+
+
+def activation_family(name: str) -> str:
+    """'relu', 'selu' or 'saturating' (tanh, sigmoid, softmax, linear and the rest)."""
+    if name in _RELU_FAMILY:
+        return "relu"
+    if name in _LECUN_FAMILY:
+        return "selu"
+    return "saturating"
+
+
+def matched_initializer(activation: str) -> str:
+    """He for the ReLU family, LeCun for SELU, Glorot for tanh/sigmoid/linear."""
+    family = activation_family(activation)
+    return {"relu": "he_normal", "selu": "lecun_normal"}.get(family, "glorot_uniform")
+
+
+def _activation_name(obj: Any) -> str:
+    act = getattr(obj, "activation", None)
+    if act is None:
+        return "linear"
+    name = getattr(act, "__name__", None) or type(act).__name__
+    return str(name).lower()
+
+
+def layer_activations(model: keras.Model) -> dict[str, str]:
+    """The activation that follows each layer with a kernel, looking through BN/Dropout.
+
+    A Dense or Conv layer with a linear activation followed (possibly after
+    BatchNormalization or Dropout) by an Activation/ReLU layer takes that activation.
+    """
+    layers = list(_flat_layers(model))
+    result: dict[str, str] = {}
+    for i, layer in enumerate(layers):
+        if not _has_kernel_init(layer):
+            continue
+        act = _activation_name(layer)
+        if act == "linear":
+            for nxt in layers[i + 1:]:
+                if isinstance(nxt, _PASS_THROUGH):
+                    continue
+                if isinstance(nxt, keras.layers.Activation):
+                    act = _activation_name(nxt)
+                elif type(nxt).__name__ in _ACTIVATION_LAYERS:
+                    act = _ACTIVATION_LAYERS[type(nxt).__name__]
+                break
+        result[layer.name] = act
+    return result
+
+
+def _flat_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model._flatten_layers(include_self=False)]
+
+
+def _has_kernel_init(layer: Any) -> bool:
+    return hasattr(layer, "kernel_initializer") or hasattr(getattr(layer, "cell", None),
+                                                            "kernel_initializer")
+
+
+@dataclasses.dataclass
+class CompileSpec:
+    """The user's compile arguments, kept for every candidate."""
+
+    optimizer: keras.optimizers.Optimizer
+    loss: Any
+    metrics: Any = None
+    loss_weights: Any = None
+    weighted_metrics: Any = None
+
+    @classmethod
+    def from_model(cls, model: keras.Model, settings: SearchConfig) -> CompileSpec:
+        compiled = getattr(model, "compiled", False) and getattr(model, "optimizer", None)
+        if compiled and getattr(model, "loss", None) is not None:
+            config = dict(getattr(model, "_compile_config").config)
+            return cls(config["optimizer"], config["loss"], config.get("metrics"),
+                       config.get("loss_weights"), config.get("weighted_metrics"))
+        if settings.loss is None:
+            raise ModelError("build_fn returned an uncompiled model and no loss was given; "
+                             "compile the model in build_fn or pass loss='...' (a Keras loss name)")
+        try:
+            optimizer = keras.optimizers.get(settings.optimizer)
+        except ValueError:
+            raise ConfigError(f"optimizer={settings.optimizer!r}: expected a Keras optimizer "
+                              "name such as 'adam' or 'sgd'") from None
+        return cls(optimizer, settings.loss, list(settings.metrics) or None)
+
+
+@dataclasses.dataclass
+class AppliedModel:
+    """A model with a configuration applied, and the record of what changed."""
+
+    model: keras.Model
+    compile_spec: CompileSpec
+    cloned: bool
+    changes: list[str] = dataclasses.field(default_factory=list)
+    not_applied: list[str] = dataclasses.field(default_factory=list)
+
+
+def resolve_build_fn(build_fn: Any) -> tuple[Callable[..., Any], bool]:
+    """(the callable to call, whether it takes a KerasTuner `hp` argument).
+
+    A KerasTuner `HyperModel` becomes its `build` method. A function with a
+    required positional parameter is taken to be `build_fn(hp)`.
+    """
+    import inspect
+
+    if not callable(build_fn) and not hasattr(build_fn, "build"):
+        raise ConfigError(f"build_fn={build_fn!r}: expected a callable returning a keras.Model "
+                          "or a keras_tuner.HyperModel")
+    if hasattr(build_fn, "build") and not inspect.isroutine(build_fn):
+        return build_fn.build, True
+    try:
+        params = inspect.signature(build_fn).parameters.values()
+    except (TypeError, ValueError):
+        return build_fn, False
+    takes_hp = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   for p in params)
+    return build_fn, takes_hp
+
+
+def call_build_fn(build_fn: Callable[..., Any], hp: Any = None) -> keras.Model:
+    """Call the user's factory; its exceptions become `ProbeFailedError` with the traceback."""
+    try:
+        model = build_fn(hp) if hp is not None else build_fn()
+    except Exception as exc:
+        raise ProbeFailedError(
+            f"build_fn raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}") from exc
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"build_fn returned {type(model).__name__}; expected a keras.Model")
+    return model
+
+
+def _initializer_for(config: StabilityConfig, activation: str) -> str | None:
+    if config.initializer == "keep":
+        return None
+    if config.initializer == "auto":
+        return matched_initializer(activation)
+    return config.initializer
+
+
+def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchConfig) -> AppliedModel:
+    """Apply initializers and BatchNormalization settings; keep the compile arguments."""
+    spec = CompileSpec.from_model(model, settings)
+    activations = layer_activations(model)
+    changes: list[str] = []
+
+    def rewrite(layer_config: dict[str, Any], layer: keras.layers.Layer) -> dict[str, Any]:
+        init = _initializer_for(config, activations.get(layer.name, "linear"))
+        if init is not None and "kernel_initializer" in layer_config:
+            layer_config["kernel_initializer"] = keras.initializers.serialize(
+                keras.initializers.get(init))
+            changes.append(f"{layer.name}: kernel_initializer={init}")
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for key in ("momentum", "epsilon"):
+                value = getattr(config, f"bn_{key}")
+                if value is not None:
+                    layer_config[key] = value
+                    changes.append(f"{layer.name}: {key}={value:g}")
+        return layer_config
+
+    needs_rewrite = config.initializer != "keep" or config.bn_momentum is not None \
+        or config.bn_epsilon is not None
+    cloned = False
+    if needs_rewrite and isinstance(model, (keras.Sequential, keras.Model)) and _is_graph_model(model):
+        def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+            return layer.__class__.from_config(rewrite(layer.get_config(), layer))
+
+        try:
+            model = keras.models.clone_model(model, clone_function=clone_function)
+            cloned = True
+        except Exception:  # a custom layer without a usable get_config: fall back
+            changes.clear()
+    if needs_rewrite and not cloned:
+        _rewrite_in_place(model, config, activations, changes)
+    not_applied = []
+    if config.initializer != "keep" and not any("kernel_initializer" in c for c in changes):
+        not_applied.append(f"initializer={config.initializer}: no layer with a kernel initializer")
+    for key in ("momentum", "epsilon"):
+        if getattr(config, f"bn_{key}") is not None and not any(f" {key}=" in c for c in changes):
+            not_applied.append(f"bn_{key}: the model has no BatchNormalization layer")
+    return AppliedModel(model, spec, cloned, changes, not_applied)
+
+
+def _is_graph_model(model: keras.Model) -> bool:
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def _rewrite_in_place(model: keras.Model, config: StabilityConfig, activations: dict[str, str],
+                      changes: list[str]) -> None:
+    """The fallback for subclassed models (see the module docstring)."""
+    for layer in _flat_layers(model):
+        target = layer if hasattr(layer, "kernel_initializer") else getattr(layer, "cell", None)
+        init_name = _initializer_for(config, activations.get(layer.name, "linear"))
+        if init_name is not None and target is not None and hasattr(target, "kernel_initializer"):
+            init = keras.initializers.get(init_name)
+            kernel = getattr(target, "kernel", None)
+            if kernel is not None:
+                kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
+            target.kernel_initializer = init
+            changes.append(f"{layer.name}: kernel_initializer={init_name} (in place)")
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for key in ("momentum", "epsilon"):
+                value = getattr(config, f"bn_{key}")
+                if value is not None:
+                    setattr(layer, key, value)
+                    changes.append(f"{layer.name}: {key}={value:g} (in place)")
+
+
+def _user_learning_rate(optimizer: keras.optimizers.Optimizer) -> tuple[float, Any]:
+    """(initial learning rate as a float, the schedule object or None)."""
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(schedule(0))), schedule
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate)), None
+
+
+def make_schedule(config: StabilityConfig, lr: float, total_steps: int) -> Any:
+    """The learning rate argument for the optimizer: a float or a schedule object."""
+    schedules = keras.optimizers.schedules
+    if config.lr_schedule in ("keep", "constant", "plateau"):
+        return lr
+    if config.lr_schedule == "exponential":
+        return schedules.ExponentialDecay(lr, decay_steps=max(1, total_steps // 4),
+                                          decay_rate=config.decay_rate or 0.7)
+    if config.lr_schedule == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=max(1, total_steps), alpha=0.01)
+    warmup = max(1, int(round(total_steps * (config.warmup_fraction or 0.1))))
+    return schedules.CosineDecay(lr * 0.01, decay_steps=max(1, total_steps - warmup), alpha=0.01,
+                                 warmup_target=lr, warmup_steps=warmup)
+
+
+def make_optimizer(spec: CompileSpec, config: StabilityConfig, total_steps: int,
+                   optimizer_class: type | None = None) -> keras.optimizers.Optimizer:
+    """A new optimizer of the user's class with the config's LR, schedule and clipping.
+
+    `optimizer_class` (a subclass of the user's class, e.g. the instrumented one)
+    replaces the class when given.
+    """
+    user = spec.optimizer
+    cls = optimizer_class or type(user)
+    cfg = user.get_config()
+    user_lr, user_schedule = _user_learning_rate(user)
+    lr = config.learning_rate if config.learning_rate is not None else user_lr
+    if config.lr_schedule == "keep" and user_schedule is not None and config.learning_rate is None:
+        cfg["learning_rate"] = user_schedule.__class__.from_config(user_schedule.get_config())
+    else:
+        cfg["learning_rate"] = make_schedule(config, lr, total_steps)
+    if config.clipping != "keep":
+        cfg.update(clipnorm=None, clipvalue=None, global_clipnorm=None)
+        key = {"norm": "clipnorm", "value": "clipvalue", "global_norm": "global_clipnorm"}
+        if config.clipping in key:
+            cfg[key[config.clipping]] = config.clip_value
+    return cls.from_config(cfg)
+
+
+def plateau_callback(config: StabilityConfig, lr: float) -> keras.callbacks.Callback | None:
+    """ReduceLROnPlateau for the 'plateau' schedule (patience in evaluations)."""
+    if config.lr_schedule != "plateau":
+        return None
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
+                                             min_lr=lr / 100, verbose=0)
+
+
+def _fresh(obj: Any) -> Any:
+    """A stateless copy of metric objects, so no two models share metric state."""
+    if isinstance(obj, keras.metrics.Metric):
+        return obj.__class__.from_config(obj.get_config())
+    if isinstance(obj, (list, tuple)):
+        return [_fresh(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _fresh(v) for k, v in obj.items()}
+    return obj
+
+
+def compile_model(applied: AppliedModel, optimizer: keras.optimizers.Optimizer) -> keras.Model:
+    """Compile with the user's loss and (fresh copies of) metrics and `optimizer`."""
+    spec = applied.compile_spec
+    applied.model.compile(optimizer=optimizer, loss=spec.loss, metrics=_fresh(spec.metrics),
+                          loss_weights=spec.loss_weights,
+                          weighted_metrics=_fresh(spec.weighted_metrics))
+    return applied.model
+
+
+def effective_learning_rate(spec: CompileSpec, config: StabilityConfig) -> float:
+    return config.learning_rate if config.learning_rate is not None \
+        else _user_learning_rate(spec.optimizer)[0]
+
+
+def replay_hyperparameters(values: dict[str, Any] | None) -> Any:
+    """A KerasTuner `HyperParameters` that returns `values` (defaults for the rest)."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(values or {})
+    return hp

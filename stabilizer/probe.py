@@ -1,0 +1,111 @@
+"""One probe: a short, instrumented training of one candidate on one seed.
+
+A probe builds the user's model (seeded), applies the candidate, compiles it with
+the instrumented subclass of the user's optimizer class, attaches the loss
+recorder, and calls the plain `model.fit` for `probe_steps` steps split into
+`evaluations` epochs (one validation pass each), after one validation pass of the
+untrained model (the starting point that progress is measured from). Telemetry is
+read back once at the end (see `stabilizer.telemetry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.data import ProbeData
+from stabilizer.errors import ConfigError, ProbeFailedError, StabilizerError
+from stabilizer.model import (
+    apply_config,
+    call_build_fn,
+    compile_model,
+    effective_learning_rate,
+    make_optimizer,
+    plateau_callback,
+)
+from stabilizer.telemetry import (
+    LossRecorder,
+    ProbeTrace,
+    TelemetryCallback,
+    attach_loss_recorder,
+    instrumented_optimizer_class,
+    read_trace,
+)
+
+__all__ = ["ProbePlan", "run_probe", "probe_seeds"]
+
+#: Called after each evaluation with (evaluation index, callback); True stops the probe.
+EvaluationHook = Callable[[int, TelemetryCallback], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbePlan:
+    """How long a probe trains: `epochs` evaluations of `steps_per_epoch` steps."""
+
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @classmethod
+    def from_settings(cls, settings: SearchConfig, factor: int = 1) -> ProbePlan:
+        per_epoch = max(1, settings.probe_steps // settings.evaluations)
+        return cls(per_epoch, settings.evaluations * factor)
+
+
+def probe_seeds(settings: SearchConfig) -> list[int]:
+    """The seeds every candidate is probed on (the same for all: fair comparison)."""
+    return [settings.seed * 1000 + i for i in range(settings.seeds)]
+
+
+def batch_size_of(config: StabilityConfig, settings: SearchConfig, data: ProbeData) -> int:
+    batch = config.batch_size or settings.batch_size
+    if data.train_size is not None and batch > data.train_size:
+        raise ConfigError(f"batch_size={batch}: larger than the {data.train_size} training "
+                          f"samples; expected at most {data.train_size}")
+    return batch
+
+
+def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,
+              settings: SearchConfig, seed: int, *, hp: Any = None,
+              plan: ProbePlan | None = None, on_evaluation: EvaluationHook | None = None) -> ProbeTrace:
+    """Run one probe and return its trace; a NaN or exploding loss ends it early."""
+    plan = plan or ProbePlan.from_settings(settings)
+    batch = batch_size_of(config, settings, data)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    applied = apply_config(call_build_fn(build_fn, hp), config, settings)
+    optimizer = make_optimizer(applied.compile_spec, config, plan.total_steps,
+                               instrumented_optimizer_class(type(applied.compile_spec.optimizer)))
+    optimizer.stab_capacity = plan.total_steps
+    recorder = LossRecorder(plan.total_steps, settings.divergence_factor)
+    attach_loss_recorder(applied.model, recorder)
+    model = compile_model(applied, optimizer)
+    telemetry = TelemetryCallback(recorder, settings.check_every, on_evaluation)
+    callbacks: list[keras.callbacks.Callback] = [telemetry]
+    plateau = plateau_callback(config, effective_learning_rate(applied.compile_spec, config))
+    if plateau is not None:
+        callbacks.append(plateau)
+    start = time.perf_counter()
+    try:
+        initial = model.evaluate(**data.validation_batches(batch), verbose=0, return_dict=True)
+        model.fit(**data.fit_inputs(batch, plan.total_steps, seed), epochs=plan.epochs,
+                  steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, verbose=0)
+    except StabilizerError:
+        raise
+    except Exception as exc:
+        raise ProbeFailedError(f"training raised {type(exc).__name__}: {exc}\n"
+                               f"{traceback.format_exc()}") from exc
+    seconds = time.perf_counter() - start
+    trace = read_trace(model, recorder, telemetry, seconds, float(initial["loss"]))
+    trace.changes = applied.changes
+    trace.not_applied = applied.not_applied
+    return trace

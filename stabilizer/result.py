@@ -1,0 +1,196 @@
+"""The result of a search: the chosen configuration, the baseline and the evidence."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.drivers._base import TrialRecord
+from stabilizer.model import (
+    AppliedModel,
+    apply_config,
+    call_build_fn,
+    compile_model,
+    effective_learning_rate,
+    make_optimizer,
+    plateau_callback,
+    replay_hyperparameters,
+    resolve_build_fn,
+)
+from stabilizer.scoring import ScoreComponents
+
+__all__ = ["StabilityResult", "Candidate"]
+
+_TABLE_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "quality",
+                  "oscillation", "spike_rate", "explode_rate", "vanishing_share",
+                  "seed_spread", "progress", "config")
+
+
+@dataclasses.dataclass
+class Candidate:
+    """A scored configuration (the baseline or a trial)."""
+
+    config: StabilityConfig
+    components: ScoreComponents
+    curves: list[dict[str, Any]]
+    user_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trial_number: int | None = None  # None for the baseline
+
+    @property
+    def score(self) -> float:
+        return self.components.score
+
+
+@dataclasses.dataclass
+class StabilityResult:
+    """What `stabilize()` returns.
+
+    `best` is the highest-scoring candidate among the completed trials and the
+    baseline (the user's own configuration, probed the same way). `trials` holds
+    every trial with its score components; `table()` and `to_csv()` tabulate them.
+    """
+
+    best: Candidate
+    baseline: Candidate
+    trials: list[TrialRecord]
+    settings: SearchConfig
+    space_name: str
+    study_name: str
+    storage: str
+    build_fn: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+
+    # -- the chosen configuration ------------------------------------------------
+    @property
+    def best_config(self) -> StabilityConfig:
+        return self.best.config
+
+    @property
+    def score(self) -> float:
+        return self.best.score
+
+    @property
+    def components(self) -> ScoreComponents:
+        return self.best.components
+
+    @property
+    def improved(self) -> bool:
+        """True when a searched configuration beat the user's own."""
+        return self.best.trial_number is not None
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The best configuration as YAML (loadable with `StabilityConfig.from_yaml`)."""
+        return self.best_config.to_yaml(path)
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """`batch_size` and `callbacks` to pass to your own `model.fit`."""
+        config = self.best_config
+        kwargs: dict[str, Any] = {"batch_size": config.batch_size or self.settings.batch_size}
+        callbacks = []
+        if config.lr_schedule == "plateau":
+            lr = config.learning_rate
+            if lr is None and self.build_fn is not None:
+                lr = effective_learning_rate(self._applied().compile_spec, config)
+            callbacks.append(plateau_callback(config, lr or 1e-3))
+        kwargs["callbacks"] = callbacks
+        return kwargs
+
+    def build_model(self, train_steps: int | None = None, seed: int | None = None) -> keras.Model:
+        """The user's model with the best configuration applied, compiled.
+
+        `train_steps` is the length of the training you will run (decaying
+        schedules span it); it defaults to the probe length.
+        """
+        if self.build_fn is None:
+            raise RuntimeError("this result was loaded without build_fn; pass it to "
+                               "StabilityResult.build_model via result.build_fn = ...")
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        applied = self._applied()
+        steps = train_steps or self.settings.probe_steps
+        optimizer = make_optimizer(applied.compile_spec, self.best_config, steps)
+        return compile_model(applied, optimizer)
+
+    def _applied(self) -> AppliedModel:
+        assert self.build_fn is not None
+        fn, uses_hp = resolve_build_fn(self.build_fn)
+        hp = replay_hyperparameters(self.best.user_params) if uses_hp else None
+        return apply_config(call_build_fn(fn, hp), self.best_config, self.settings)
+
+    # -- tables and display --------------------------------------------------------
+    def table(self) -> list[dict[str, Any]]:
+        """One row per trial (the baseline first, as number -1)."""
+        rows = [_row(-1, "BASELINE", self.baseline.components.to_dict(), self.baseline.config)]
+        for t in self.trials:
+            rows.append(_row(t.number, t.state, t.components or {}, t.config))
+        return rows
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(_TABLE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(self.table())
+        if path is not None:
+            Path(path).write_text(buffer.getvalue())
+        return buffer.getvalue()
+
+    def summary(self) -> str:
+        b, c = self.baseline.components, self.components
+        counts = _state_counts(self.trials)
+        lines = [
+            f"study {self.study_name!r}: {counts}",
+            f"baseline: score {b.score:.3f} ({b.verdict}"
+            + (f": {'; '.join(b.reasons)}" if b.reasons else "") + f"), final val loss "
+            f"{_fmt(b.final_val_loss)}, seed spread {_fmt(b.seed_spread)}",
+            f"best:     score {c.score:.3f} ({c.verdict}), final val loss "
+            f"{_fmt(c.final_val_loss)}, seed spread {_fmt(c.seed_spread)}"
+            + (f" [trial {self.best.trial_number}]" if self.improved else " [baseline kept]"),
+            f"config:   {self.best_config.describe()}",
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_cell(r[k]))}</td>" for k in _TABLE_COLUMNS)
+            + "</tr>" for r in self.table())
+        head = "".join(f"<th>{k}</th>" for k in _TABLE_COLUMNS)
+        summary = html.escape(self.summary()).replace("\n", "<br>")
+        return (f"<div><p><b>StabilityResult</b><br>{summary}</p>"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+def _row(number: int, state: str, comps: dict[str, Any], config: StabilityConfig | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": number, "state": state}
+    for key in _TABLE_COLUMNS[2:-1]:
+        row[key] = comps.get(key)
+    row["config"] = config.describe() if config else ""
+    return row
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _state_counts(trials: list[TrialRecord]) -> str:
+    counts: dict[str, int] = {}
+    for t in trials:
+        key = "diverged" if t.verdict == "diverged" else t.state.lower()
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no trials"

@@ -1,0 +1,224 @@
+"""The stability score: one formula, every component kept.
+
+For each seed of a candidate the probe's trace gives:
+
+- ``final_val_loss``: the validation loss at the end of the probe;
+- ``progress``: ``1 - final_val_loss / initial_val_loss``, where the initial
+  validation loss is measured on the untrained model;
+- ``oscillation``: in the later half of the probe, the standard deviation (in nats)
+  of ``log(loss)`` around its moving average (window ``max(3, n/10)``): loss
+  variance and oscillation, scale-free;
+- ``spike_rate``: share of later-half steps whose loss is more than twice the
+  median of the preceding window;
+- ``explode_rate``: share of steps whose global gradient norm exceeds 10x the
+  running median of the preceding window, non-finite norms included;
+- ``vanishing_share``: share of layers whose median gradient norm is below
+  1e-4 of the largest layer's median, or below 1e-8.
+
+Seeds are combined by median; ``seed_spread`` is the standard deviation of
+``log(final_val_loss)`` across seeds. With ``L_ref`` the reference loss (the
+baseline's median initial validation loss, shared by every candidate of a study)::
+
+    quality = log(L_ref / final_val_loss)                    (nats of loss reduction)
+    score   = quality
+              - 0.5 * oscillation - 2 * spike_rate - 2 * explode_rate
+              - 0.5 * vanishing_share - 1 * seed_spread - 1 * stuck
+
+where ``stuck`` is 1 when the median progress is below 5%. A candidate with any
+diverged seed (NaN/Inf, or loss above ``divergence_factor`` x its start) gets
+``DIVERGED_SCORE`` instead. Higher is better. The verdict is "stable" only when
+none of the thresholds in `THRESHOLDS` is crossed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from stabilizer.telemetry import ProbeTrace
+
+__all__ = ["DIVERGED_SCORE", "WEIGHTS", "THRESHOLDS", "ScoreComponents", "score_traces",
+           "seed_metrics"]
+
+DIVERGED_SCORE = -50.0
+WEIGHTS = {"oscillation": 0.5, "spike_rate": 2.0, "explode_rate": 2.0,
+           "vanishing_share": 0.5, "seed_spread": 1.0, "stuck": 1.0}
+#: A candidate is "unstable" when any of these is exceeded (documented, overridable).
+THRESHOLDS = {"oscillation": 0.35, "spike_rate": 0.03, "explode_rate": 0.03,
+              "vanishing_share": 0.0, "seed_spread": 0.2, "min_progress": 0.05}
+_SPIKE_FACTOR = 2.0
+_EXPLODE_FACTOR = 10.0
+_VANISH_RELATIVE = 1e-4
+_VANISH_ABSOLUTE = 1e-8
+
+
+def _window(n: int) -> int:
+    return max(3, n // 10)
+
+
+def _log(values: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(np.abs(values), 1e-12))
+
+
+def _preceding_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Median of the `window` values before each position (NaN where there are none)."""
+    out = np.full(values.shape, np.nan)
+    if len(values) <= window:
+        return out
+    views = np.lib.stride_tricks.sliding_window_view(values, window)[:-1]
+    out[window:] = np.median(views, axis=1)
+    return out
+
+
+def oscillation(loss: np.ndarray) -> float:
+    """Std of log-loss around its moving average, later half of the probe."""
+    late = _log(loss[len(loss) // 2:])
+    if len(late) < 4:
+        return 0.0
+    w = min(_window(len(late)), len(late))
+    smooth = np.convolve(late, np.ones(w) / w, mode="valid")
+    offset = (w - 1) // 2
+    residual = late[offset:offset + len(smooth)] - smooth
+    return float(np.std(residual))
+
+
+def spike_rate(loss: np.ndarray) -> float:
+    late = loss[len(loss) // 2:]
+    w = _window(len(loss))
+    ref = _preceding_median(loss, w)[len(loss) // 2:]
+    valid = ~np.isnan(ref)
+    if not valid.any():
+        return 0.0
+    return float(np.mean(late[valid] > _SPIKE_FACTOR * np.abs(ref[valid])))
+
+
+def explode_rate(grad_norm: np.ndarray) -> float:
+    if len(grad_norm) == 0:
+        return 0.0
+    nonfinite = ~np.isfinite(grad_norm)
+    ref = _preceding_median(np.where(nonfinite, np.inf, grad_norm), _window(len(grad_norm)))
+    spikes = np.zeros(len(grad_norm), bool)
+    valid = ~np.isnan(ref)
+    spikes[valid] = grad_norm[valid] > _EXPLODE_FACTOR * ref[valid]
+    return float(np.mean(spikes | nonfinite))
+
+
+def vanishing_share(layer_grad_norm: np.ndarray) -> float:
+    if layer_grad_norm.size == 0:
+        return 0.0
+    medians = np.median(layer_grad_norm, axis=0)
+    top = np.max(medians)
+    vanished = (medians < _VANISH_RELATIVE * top) | (medians < _VANISH_ABSOLUTE)
+    return float(np.mean(vanished))
+
+
+def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
+    """The per-seed components of one trace (see the module docstring)."""
+    final = trace.val_loss[-1] if trace.val_loss else float("nan")
+    initial = trace.initial_val_loss
+    finite = math.isfinite(final) and math.isfinite(initial) and initial > 0
+    return {
+        "diverged": float(trace.diverged or not math.isfinite(final)),
+        "initial_val_loss": initial,
+        "final_val_loss": final,
+        "progress": 1.0 - final / initial if finite else float("nan"),
+        "oscillation": oscillation(trace.loss),
+        "spike_rate": spike_rate(trace.loss),
+        "explode_rate": explode_rate(trace.grad_norm),
+        "vanishing_share": vanishing_share(trace.layer_grad_norm),
+    }
+
+
+def _log_ratio(reference: float, value: float) -> float:
+    if reference > 0 and value > 0:
+        return math.log(reference / value)
+    return (reference - value) / max(abs(reference), 1e-12)
+
+
+@dataclasses.dataclass
+class ScoreComponents:
+    """Every number the score is made of; `score` is recomputable from them."""
+
+    score: float
+    verdict: str  # "stable", "unstable", "stuck" or "diverged"
+    reasons: list[str]
+    diverged: bool
+    final_val_loss: float
+    reference_loss: float
+    quality: float
+    progress: float
+    stuck: bool
+    oscillation: float
+    spike_rate: float
+    explode_rate: float
+    vanishing_share: float
+    seed_spread: float
+    seeds: int
+    per_seed: list[dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreComponents:
+        return cls(**data)
+
+    def penalties(self) -> dict[str, float]:
+        values = {k: getattr(self, k) for k in WEIGHTS if k != "stuck"}
+        values["stuck"] = float(self.stuck)
+        return {k: WEIGHTS[k] * values[k] for k in WEIGHTS}
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/Inf become None so the record is valid JSON (Optuna user attrs)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def score_traces(traces: Sequence[ProbeTrace], reference_loss: float | None = None) -> ScoreComponents:
+    """Score one candidate from its per-seed traces (see the module docstring)."""
+    per_seed = [seed_metrics(t) for t in traces]
+    diverged = any(s["diverged"] for s in per_seed)
+    finals = np.array([s["final_val_loss"] for s in per_seed])
+    ref = reference_loss if reference_loss is not None and math.isfinite(reference_loss) \
+        and reference_loss > 0 else float(np.nanmedian([s["initial_val_loss"] for s in per_seed]))
+
+    def med(key: str) -> float:
+        values = [s[key] for s in per_seed if math.isfinite(s[key])]
+        return float(np.median(values)) if values else float("nan")
+
+    final = float(np.median(finals)) if np.isfinite(finals).all() else float("nan")
+    spread = float(np.std(_log(finals))) if len(finals) > 1 and np.isfinite(finals).all() else 0.0
+    progress = med("progress")
+    stuck = not diverged and not (progress >= THRESHOLDS["min_progress"])
+    parts = dict(oscillation=med("oscillation"), spike_rate=med("spike_rate"),
+                 explode_rate=med("explode_rate"), vanishing_share=med("vanishing_share"))
+    quality = _log_ratio(ref, final) if math.isfinite(final) else float("nan")
+    reasons: list[str] = []
+    if diverged:
+        n = sum(int(s["diverged"]) for s in per_seed)
+        reasons.append(f"diverged on {n} of {len(per_seed)} seeds (NaN/Inf or loss explosion)")
+        score, verdict = DIVERGED_SCORE, "diverged"
+    else:
+        values = {**parts, "seed_spread": spread, "stuck": float(stuck)}
+        score = quality - sum(WEIGHTS[k] * values[k] for k in WEIGHTS)
+        score = max(score, DIVERGED_SCORE + 10.0)
+        for key in ("oscillation", "spike_rate", "explode_rate", "vanishing_share", "seed_spread"):
+            if values[key] > THRESHOLDS[key]:
+                reasons.append(f"{key}={values[key]:.3g} > {THRESHOLDS[key]:g}")
+        if stuck:
+            reasons.append(f"progress={progress:.3g} < {THRESHOLDS['min_progress']:g} (stuck)")
+        verdict = "stuck" if stuck else ("unstable" if reasons else "stable")
+    return ScoreComponents(
+        score=float(score), verdict=verdict, reasons=reasons, diverged=diverged,
+        final_val_loss=final, reference_loss=ref, quality=quality, progress=progress,
+        stuck=stuck, seed_spread=spread, seeds=len(per_seed), per_seed=per_seed, **parts)

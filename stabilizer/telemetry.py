@@ -1,0 +1,309 @@
+"""Per-step telemetry recorded on the device and read back in bulk.
+
+Three pieces, all through Keras' own extension points:
+
+- `instrumented_optimizer_class(cls)` subclasses the user's optimizer class. Its
+  `apply()` writes, at each step, the global gradient norm, the per-layer
+  gradient norms and the per-layer update/weight ratio into preallocated
+  optimizer variables (optimizer state, so this works under the TensorFlow, JAX
+  and PyTorch backends alike), then calls the real `apply()`.
+- `LossRecorder`, a `keras.metrics.Metric` attached to the model and fed from the
+  model's `compute_loss` hook when `training=True`, records the per-step training
+  loss and keeps an on-device divergence flag (non-finite loss, or loss above
+  `divergence_factor` times the first loss). Validation never writes to it.
+- `TelemetryCallback` polls that one flag every `check_every` steps (a single
+  scalar read, so no per-step host sync) and stops training when it is set; at
+  each epoch end (one evaluation) it reads the buffers back in one go, together
+  with the validation logs and the BatchNormalization moving statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "LossRecorder",
+    "ProbeTrace",
+    "TelemetryCallback",
+    "attach_loss_recorder",
+    "instrumented_optimizer_class",
+    "layer_groups",
+]
+
+
+def _row_update(buffer: Any, index: Any, row: Any) -> Any:
+    """`buffer` with `row` written at `index` (functional, backend-neutral)."""
+    start = [index] + [0] * (len(buffer.shape) - 1)
+    return ops.slice_update(buffer, start, ops.expand_dims(row, 0))
+
+
+def layer_groups(variables: list[Any]) -> tuple[list[str], list[int]]:
+    """Layer names and, for each variable, the index of its layer.
+
+    A variable's layer is its path without the last component
+    ("sequential/dense_1/kernel" -> "sequential/dense_1").
+    """
+    names: list[str] = []
+    index: list[int] = []
+    for variable in variables:
+        path = getattr(variable, "path", None) or variable.name
+        layer = path.rsplit("/", 1)[0] if "/" in path else path
+        if layer not in names:
+            names.append(layer)
+        index.append(names.index(layer))
+    return names, index
+
+
+class _TelemetryMixin:
+    """Records gradient and update statistics inside `apply()`; see the module docstring."""
+
+    stab_capacity: int = 1
+
+    def build(self, variables: list[Any]) -> None:
+        if self.built:  # type: ignore[attr-defined]
+            return
+        super().build(variables)  # type: ignore[misc]
+        names, index = layer_groups(list(variables))
+        self.stab_layer_names = names
+        self._stab_index = {id(v): i for v, i in zip(variables, index)}
+        n, cap = len(names), self.stab_capacity
+        add = self.add_variable  # type: ignore[attr-defined]
+        self.stab_grad_norm = add((cap,), name="stab_grad_norm")
+        self.stab_layer_grad_norm = add((cap, n), name="stab_layer_grad_norm")
+        self.stab_update_ratio = add((cap, n), name="stab_update_ratio")
+        self.stab_step = add((), dtype="int32", name="stab_step")
+        self.stab_nonfinite = add((), name="stab_nonfinite")
+
+    def apply(self, grads: list[Any], trainable_variables: Any = None) -> Any:
+        variables = list(trainable_variables) if trainable_variables is not None \
+            else list(self._trainable_variables)  # type: ignore[attr-defined]
+        if not self.built:  # type: ignore[attr-defined]
+            self.build(variables)
+        n = len(self.stab_layer_names)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        groups = [self._stab_index.get(id(v), 0) for _, v in pairs]
+        grad_sq = [ops.sum(ops.square(ops.cast(g, "float32"))) for g, _ in pairs]
+        before = [ops.copy(ops.cast(v.value, "float32")) for _, v in pairs]
+        result = super().apply(grads, trainable_variables)  # type: ignore[misc]
+        delta_sq = [ops.sum(ops.square(ops.cast(v.value, "float32") - b))
+                    for (_, v), b in zip(pairs, before)]
+        weight_sq = [ops.sum(ops.square(b)) for b in before]
+        layer_grad = _segment_sum(grad_sq, groups, n)
+        layer_ratio = ops.sqrt(_segment_sum(delta_sq, groups, n)
+                               / (_segment_sum(weight_sq, groups, n) + 1e-12))
+        global_norm = ops.sqrt(ops.sum(layer_grad))
+        step = ops.minimum(self.stab_step.value, self.stab_capacity - 1)
+        self.stab_grad_norm.assign(_row_update(self.stab_grad_norm.value, step, global_norm))
+        self.stab_layer_grad_norm.assign(
+            _row_update(self.stab_layer_grad_norm.value, step, ops.sqrt(layer_grad)))
+        self.stab_update_ratio.assign(_row_update(self.stab_update_ratio.value, step, layer_ratio))
+        bad = ops.cast(ops.logical_not(ops.isfinite(global_norm)), "float32")
+        self.stab_nonfinite.assign(ops.maximum(self.stab_nonfinite.value, bad))
+        self.stab_step.assign(self.stab_step.value + 1)
+        return result
+
+
+def _segment_sum(values: list[Any], groups: list[int], n: int) -> Any:
+    """Sum scalar `values` into `n` bins by group (a small static loop)."""
+    bins: list[Any] = [ops.zeros((), "float32") for _ in range(n)]
+    for value, group in zip(values, groups):
+        bins[group] = bins[group] + value
+    return ops.stack(bins)
+
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+def instrumented_optimizer_class(cls: type) -> type:
+    """A subclass of the user's optimizer class that records telemetry."""
+    if cls not in _CLASS_CACHE:
+        _CLASS_CACHE[cls] = type(f"Instrumented{cls.__name__}", (_TelemetryMixin, cls), {})
+    return _CLASS_CACHE[cls]
+
+
+class LossRecorder(keras.metrics.Metric):
+    """Per-step training loss buffer and divergence flag (fed by `compute_loss`).
+
+    `update_state` and `reset_state` do nothing: Keras resets metrics at each epoch
+    and before validation, but this buffer spans the whole probe.
+    """
+
+    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss") -> None:
+        super().__init__(name=name)
+        self.capacity = capacity
+        self.divergence_factor = divergence_factor
+        self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+        self.first = self.add_variable(shape=(), initializer="zeros", name="first")
+        self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
+
+    def record(self, loss: Any) -> None:
+        loss = ops.cast(ops.mean(loss), "float32")
+        count = self.count.value
+        step = ops.minimum(count, self.capacity - 1)
+        self.buffer.assign(_row_update(self.buffer.value, step, loss))
+        first = ops.where(count == 0, loss, self.first.value)
+        self.first.assign(first)
+        exploded = ops.logical_or(
+            ops.logical_not(ops.isfinite(loss)),
+            ops.abs(loss) > self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
+        self.diverged.assign(ops.maximum(self.diverged.value, ops.cast(exploded, "float32")))
+        self.count.assign(count + 1)
+
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def reset_state(self) -> None:
+        return None
+
+    def result(self) -> Any:
+        return self.diverged.value
+
+
+def attach_loss_recorder(model: keras.Model, recorder: LossRecorder) -> None:
+    """Feed `recorder` from the model's `compute_loss` (training steps only).
+
+    `compute_loss` is Keras' documented hook for the loss; wrapping the bound
+    method keeps any override the user's model class has.
+    """
+    original = model.compute_loss
+    model._stab_loss_recorder = recorder  # tracked by Keras as a model metric
+
+    def compute_loss(self: keras.Model, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        if model._compute_loss_original_has_training:
+            loss = original(x, y, y_pred, sample_weight, training=training)
+        else:
+            loss = original(x, y, y_pred, sample_weight)
+        if training:
+            recorder.record(loss)
+        return loss
+
+    model._compute_loss_original_has_training = model._compute_loss_has_training_arg
+    model.compute_loss = types.MethodType(compute_loss, model)
+    model._compute_loss_has_training_arg = True
+
+
+@dataclasses.dataclass
+class ProbeTrace:
+    """Everything one probe (one seed) recorded, as numpy arrays and lists."""
+
+    loss: np.ndarray  # (steps,) training loss per step
+    grad_norm: np.ndarray  # (steps,) global gradient norm per step
+    layer_grad_norm: np.ndarray  # (steps, layers)
+    update_ratio: np.ndarray  # (steps, layers) ||dW|| / ||W|| per layer
+    layer_names: list[str]
+    val_loss: list[float]  # validation loss per evaluation
+    val_metrics: list[dict[str, float]]  # per evaluation after training started
+    bn_stats: list[dict[str, float]]  # per evaluation: mean |moving_mean|, mean moving_var
+    learning_rate: list[float]  # per evaluation
+    diverged: bool
+    steps_done: int
+    seconds: float = 0.0
+    changes: list[str] = dataclasses.field(default_factory=list)
+    not_applied: list[str] = dataclasses.field(default_factory=list)
+
+    initial_val_loss: float = float("nan")  # validation loss before the first step
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("loss", "grad_norm", "layer_grad_norm", "update_ratio"):
+            out[key] = np.asarray(getattr(self, key)).tolist()
+        return out
+
+
+class TelemetryCallback(keras.callbacks.Callback):
+    """Stops a diverging probe and collects the per-evaluation record.
+
+    `async_safe` keeps Keras' asynchronous callback dispatch (JAX, PyTorch) on.
+    """
+
+    async_safe = True
+
+    def __init__(self, recorder: LossRecorder, check_every: int,
+                 on_evaluation: Any = None) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.check_every = check_every
+        self.on_evaluation = on_evaluation
+        self.val_loss: list[float] = []
+        self.val_metrics: list[dict[str, float]] = []
+        self.bn_stats: list[dict[str, float]] = []
+        self.learning_rate: list[float] = []
+        self._batches = 0
+        self.diverged = False
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batches += 1
+        if self._batches % self.check_every == 0 and self._check():
+            self.model.stop_training = True
+
+    def _check(self) -> bool:
+        flag = float(ops.convert_to_numpy(self.recorder.diverged.value))
+        nonfinite = float(ops.convert_to_numpy(self.model.optimizer.stab_nonfinite.value))
+        self.diverged = self.diverged or flag > 0 or nonfinite > 0
+        return self.diverged
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = dict(logs or {})
+        self._check()
+        val = logs.get("val_loss", float("nan"))
+        self.val_loss.append(float(val))
+        self.val_metrics.append({k: float(v) for k, v in logs.items()
+                                 if isinstance(v, (int, float)) and k != "stab_loss"})
+        self.bn_stats.append(bn_statistics(self.model))
+        self.learning_rate.append(current_learning_rate(self.model.optimizer))
+        if not np.isfinite(val):
+            self.diverged = True
+        if self.diverged:
+            self.model.stop_training = True
+        if self.on_evaluation is not None and self.on_evaluation(epoch, self):
+            self.model.stop_training = True
+
+
+def current_learning_rate(optimizer: Any) -> float:
+    lr = optimizer.learning_rate
+    return float(ops.convert_to_numpy(lr.value if hasattr(lr, "value") else lr))
+
+
+def bn_statistics(model: keras.Model) -> dict[str, float]:
+    """Mean |moving_mean| and mean moving_variance over all BatchNormalization layers."""
+    means, variances = [], []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
+            means.append(np.abs(ops.convert_to_numpy(layer.moving_mean)).mean())
+            variances.append(ops.convert_to_numpy(layer.moving_variance).mean())
+    if not means:
+        return {}
+    return {"moving_mean_abs": float(np.mean(means)), "moving_var": float(np.mean(variances))}
+
+
+def read_trace(model: keras.Model, recorder: LossRecorder, callback: TelemetryCallback,
+               seconds: float, initial_val_loss: float = float("nan")) -> ProbeTrace:
+    """Read every buffer back in one go after the probe."""
+    opt = model.optimizer
+    steps = int(ops.convert_to_numpy(recorder.count.value))
+    opt_steps = int(ops.convert_to_numpy(opt.stab_step.value)) if opt.built else 0
+    n = min(steps, opt_steps, recorder.capacity)
+    callback._check()
+    return ProbeTrace(
+        loss=np.asarray(ops.convert_to_numpy(recorder.buffer.value))[:n].astype(np.float64),
+        grad_norm=np.asarray(ops.convert_to_numpy(opt.stab_grad_norm.value))[:n].astype(np.float64),
+        layer_grad_norm=np.asarray(ops.convert_to_numpy(opt.stab_layer_grad_norm.value))[:n],
+        update_ratio=np.asarray(ops.convert_to_numpy(opt.stab_update_ratio.value))[:n],
+        layer_names=list(opt.stab_layer_names),
+        val_loss=list(callback.val_loss),
+        val_metrics=callback.val_metrics,
+        bn_stats=callback.bn_stats,
+        learning_rate=callback.learning_rate,
+        diverged=callback.diverged,
+        steps_done=n,
+        seconds=seconds,
+        initial_val_loss=initial_val_loss,
+    )

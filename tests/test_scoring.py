@@ -1,0 +1,106 @@
+"""The score on scripted histories: exact, fast, one behaviour per test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stabilizer.scoring import (
+    DIVERGED_SCORE,
+    WEIGHTS,
+    explode_rate,
+    oscillation,
+    score_traces,
+    spike_rate,
+    vanishing_share,
+)
+from stabilizer.telemetry import ProbeTrace
+
+
+def trace(loss, *, val=None, grad=None, layers=None, diverged=False, initial=None) -> ProbeTrace:
+    loss = np.asarray(loss, float)
+    n = len(loss)
+    grad = np.ones(n) if grad is None else np.asarray(grad, float)
+    layers = np.ones((n, 2)) if layers is None else np.asarray(layers, float)
+    return ProbeTrace(loss=loss, grad_norm=grad, layer_grad_norm=layers,
+                      update_ratio=np.full((n, layers.shape[1]), 1e-3), layer_names=["a", "b"],
+                      val_loss=list(val if val is not None else [loss[-1]]), val_metrics=[],
+                      bn_stats=[], learning_rate=[], diverged=diverged, steps_done=n,
+                      initial_val_loss=loss[0] if initial is None else initial)
+
+
+SMOOTH = np.geomspace(2.0, 0.2, 100)
+
+
+def test_smooth_decreasing_loss_is_stable_with_positive_quality():
+    c = score_traces([trace(SMOOTH), trace(SMOOTH * 1.01)], reference_loss=2.0)
+    assert c.verdict == "stable" and c.reasons == []
+    assert c.quality == pytest.approx(math.log(2.0 / np.median([0.2, 0.202])))
+    assert c.oscillation < 0.01 and c.spike_rate == 0 and c.explode_rate == 0
+
+
+def test_score_is_reproducible_from_its_components():
+    rng = np.random.default_rng(0)
+    noisy = SMOOTH * np.exp(rng.normal(0, 0.3, 100))
+    c = score_traces([trace(noisy, val=[0.3]), trace(SMOOTH, val=[0.5])], reference_loss=2.0)
+    expected = c.quality - sum(c.penalties().values())
+    assert c.score == pytest.approx(expected)
+    assert set(c.penalties()) == set(WEIGHTS)
+
+
+def test_a_nan_probe_is_diverged_whatever_else():
+    c = score_traces([trace(SMOOTH), trace(SMOOTH, diverged=True)])
+    assert c.diverged and c.verdict == "diverged" and c.score == DIVERGED_SCORE
+
+
+def test_non_finite_final_validation_loss_counts_as_diverged():
+    assert score_traces([trace(SMOOTH, val=[float("nan")])]).diverged
+
+
+def test_flat_loss_is_stuck_not_stable():
+    flat = np.full(100, 2.3)
+    c = score_traces([trace(flat), trace(flat)], reference_loss=2.3)
+    assert c.stuck and c.verdict == "stuck"
+    assert c.score == pytest.approx(c.quality - WEIGHTS["stuck"])
+
+
+def test_oscillating_loss_is_penalised_more_than_smooth():
+    zigzag = SMOOTH * np.where(np.arange(100) % 2 == 0, 3.0, 1 / 3.0)
+    assert oscillation(zigzag) > 0.5 > 0.01 > oscillation(SMOOTH)
+    c = score_traces([trace(zigzag, val=[0.2])], reference_loss=2.0)
+    assert c.verdict == "unstable" and any("oscillation" in r for r in c.reasons)
+
+
+def test_spikes_are_counted_in_the_later_half():
+    loss = SMOOTH.copy()
+    loss[[60, 70, 80, 90]] *= 5
+    assert spike_rate(loss) == pytest.approx(4 / 50)
+    assert spike_rate(SMOOTH) == 0
+
+
+def test_gradient_spikes_and_non_finite_norms_count_as_exploding():
+    grad = np.ones(100)
+    grad[[50, 60]] = 100.0
+    grad[70] = np.inf
+    assert explode_rate(grad) == pytest.approx(3 / 100)
+    assert explode_rate(np.ones(100)) == 0
+
+
+def test_a_layer_far_below_the_largest_is_vanishing():
+    layers = np.ones((100, 3))
+    layers[:, 0] = 1e-6
+    assert vanishing_share(layers) == pytest.approx(1 / 3)
+    assert vanishing_share(np.ones((100, 3))) == 0
+
+
+def test_seed_spread_is_the_std_of_log_final_loss():
+    c = score_traces([trace(SMOOTH, val=[0.2]), trace(SMOOTH, val=[0.8])])
+    assert c.seed_spread == pytest.approx(np.std(np.log([0.2, 0.8])))
+
+
+def test_ranking_prefers_lower_final_loss_at_equal_stability():
+    good = score_traces([trace(SMOOTH, val=[0.1])], reference_loss=2.0)
+    worse = score_traces([trace(SMOOTH, val=[0.4])], reference_loss=2.0)
+    assert good.score > worse.score
