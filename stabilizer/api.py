@@ -39,7 +39,9 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
               space: str | SearchSpace | dict[str, Any] | None = None,
               budget: int | None = None, seeds: int | None = None,
               storage: str | None = None, study_name: str | None = None,
-              config: SearchConfig | None = None, **options: Any) -> StabilityResult:
+              config: SearchConfig | None = None,
+              progress: Callable[[TrialRecord], None] | None = None,
+              **options: Any) -> StabilityResult:
     """Search for the most stable configuration of `build_fn` that still learns.
 
     Args:
@@ -54,6 +56,8 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         storage: Optuna storage URL; default an SQLite file in `out_dir`.
         study_name: the study; re-running with the same name resumes it.
         config: a full `SearchConfig`; keyword arguments override its fields.
+        progress: called with each trial's `TrialRecord` as it finishes (the CLI's
+            progress line, `stabilizer.progress.ProgressLine`).
         **options: any other `SearchConfig` field (`probe_steps`, `driver`, ...).
 
     Returns:
@@ -68,6 +72,7 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
     probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
     batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
     driver = make_driver(settings, space_obj)
+    driver.progress = progress
     evaluator = Evaluator(build_fn, probe_data, settings)
     baseline = _baseline(driver, evaluator)
     evaluator.reference_loss = baseline.components.reference_loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from stabilizer.config import StabilityConfig
@@ -42,6 +43,8 @@ class BaseDriver(abc.ABC):
     """
 
     _baseline: dict[str, Any] | None = None
+    #: Called with each trial's record as soon as it finishes (progress display).
+    progress: Callable[[TrialRecord], None] | None = None
 
     @abc.abstractmethod
     def run(self, evaluator: Evaluator) -> list[TrialRecord]:

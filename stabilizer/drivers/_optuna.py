@@ -28,7 +28,7 @@ from stabilizer.evaluation import Evaluator
 from stabilizer.space import SearchSpace
 
 __all__ = ["OptunaDriver", "StabilityPruner", "OptunaSuggester", "OptunaHyperParameters",
-           "open_study", "records_from_study"]
+           "open_study", "records_from_study", "record_from_trial"]
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -177,7 +177,7 @@ class OptunaDriver(BaseDriver):
                 n_trials=None,  # stopped by MaxTrialsCallback or the failure counter
                 catch=(ProbeFailedError,),
                 callbacks=[optuna.study.MaxTrialsCallback(self.settings.trials, states=_DONE),
-                           failures],
+                           failures, *self._progress_callbacks()],
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
@@ -185,6 +185,12 @@ class OptunaDriver(BaseDriver):
                 raise SearchAbortedError(
                     f"{failures.limit} trials failed in a row; last error:\n{failures.last_error}")
         return records_from_study(study)
+
+    def _progress_callbacks(self) -> list[Any]:
+        progress = self.progress
+        if progress is None:
+            return []
+        return [lambda study, trial: progress(record_from_trial(trial))]
 
     def _objective(self, trial: optuna.Trial, evaluator: Evaluator) -> float:
         max_batch = evaluator.data.train_size
@@ -241,16 +247,18 @@ class _FailureCounter:
 
 def records_from_study(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study as a `TrialRecord`."""
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
-        config = StabilityConfig.from_dict(attrs["config"]) if "config" in attrs else None
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else None
-        records.append(TrialRecord(
-            number=t.number, state=t.state.name, score=t.value, config=config,
-            user_params=dict(attrs.get("user_params", {})),
-            components=attrs.get("components"), curves=list(attrs.get("curves", [])),
-            error=attrs.get("error"),
-            seconds=seconds))
-    return records
+    return [record_from_trial(t) for t in study.get_trials(deepcopy=False)]
+
+
+def record_from_trial(t: FrozenTrial) -> TrialRecord:
+    """One trial of the study as a `TrialRecord`."""
+    attrs = t.user_attrs
+    config = StabilityConfig.from_dict(attrs["config"]) if "config" in attrs else None
+    seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
+        if t.datetime_complete and t.datetime_start else None
+    return TrialRecord(
+        number=t.number, state=t.state.name, score=t.value, config=config,
+        user_params=dict(attrs.get("user_params", {})),
+        components=attrs.get("components"), curves=list(attrs.get("curves", [])),
+        error=attrs.get("error"),
+        seconds=seconds)
