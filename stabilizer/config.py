@@ -23,6 +23,8 @@ from stabilizer.errors import ConfigError
 __all__ = [
     "StabilityConfig",
     "SearchConfig",
+    "RunConfig",
+    "SKLEARN_DATASETS",
     "INITIALIZER_MODES",
     "LR_SCHEDULES",
     "CLIPPING_MODES",
@@ -266,3 +268,109 @@ class SearchConfig(_YamlMixin):
         path = Path(self.out_dir) / f"{self.study_name}.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
+
+#: Data sets bundled with scikit-learn that `RunConfig.data` may name as "sklearn:<name>".
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+_TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
+_DATA_HELP = ("'sklearn:<name>' (" + ", ".join(SKLEARN_DATASETS) + "), a path to an .npz file "
+              "with arrays x, y (optionally x_val, y_val), or " + _TARGET_HELP)
+
+
+def _check_target(name: str, value: Any) -> str:
+    """A 'module:function' or 'file.py:function' reference (not imported here)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{name}={value!r}: expected {_TARGET_HELP}")
+    target, _, function = value.rpartition(":")
+    if not target or not function.isidentifier():
+        raise ConfigError(f"{name}={value!r}: expected {_TARGET_HELP}")
+    return value
+
+
+@dataclasses.dataclass
+class RunConfig(_YamlMixin):
+    """What `stabilizer search config.yaml` runs: a model factory, data and a search.
+
+    `model` and `data` are required; `search` holds a `SearchConfig` (a nested
+    mapping in YAML; every key optional, with the same defaults as `stabilize()`).
+    Relative file paths in `model`, `data` and `search.space` are read relative to
+    the YAML file's folder; `search.out_dir` is relative to the working directory.
+    Nothing is imported or run when the config is loaded.
+    """
+
+    model: str = dataclasses.field(metadata={"help": (
+        f"the model factory: {_TARGET_HELP}; it returns a compiled keras.Model (or takes "
+        "a KerasTuner `hp`)")})
+    data: str = dataclasses.field(metadata={"help": f"the training data: {_DATA_HELP}"})
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig, metadata={
+        "help": "search settings (SearchConfig fields: space, trials, seeds, storage, ...)"})
+
+    def __post_init__(self) -> None:
+        _check_target("model", self.model)
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError(f"data={self.data!r}: expected {_DATA_HELP}")
+        if self.data.startswith("sklearn:"):
+            _choice("data", self.data, tuple(f"sklearn:{n}" for n in SKLEARN_DATASETS))
+        elif not self.data.endswith(".npz"):
+            _check_target("data", self.data)
+        if isinstance(self.search, Mapping):
+            self.search = SearchConfig.from_dict(self.search, where="search")
+        if not isinstance(self.search, SearchConfig):
+            raise ConfigError(f"search={self.search!r}: expected a mapping of search settings")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str | None = None) -> RunConfig:
+        where = where or cls.__name__
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with keys model, data and search, "
+                              f"got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hint = " (search settings go under 'search:')" \
+                if unknown[0] in {f.name for f in dataclasses.fields(SearchConfig)} else ""
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}{hint}; expected one of "
+                              f"{', '.join(sorted(known))}")
+        for key in ("model", "data"):
+            if key not in data:
+                raise ConfigError(f"{where}: missing key {key!r}; expected "
+                                  f"{_TARGET_HELP if key == 'model' else _DATA_HELP}")
+        search = data.get("search") or {}
+        if not isinstance(search, SearchConfig):
+            try:
+                search = SearchConfig.from_dict(search, where=f"{where}: search")
+            except ConfigError as exc:
+                if str(exc).startswith(f"{where}: search"):
+                    raise
+                raise ConfigError(f"{where}: search.{exc}") from None
+        try:
+            return cls(model=data["model"], data=data["data"], search=search)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> RunConfig:
+        """Load from a YAML file path (or a YAML string); errors name the file and line."""
+        where, text = "config", str(source)
+        if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} not found")
+            where, text = str(path), path.read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
+        return cls.from_dict(data if data is not None else {}, where=where)
+
+    def with_search(self, **changes: Any) -> RunConfig:
+        """A copy with some search settings replaced (None leaves a setting alone)."""
+        known = {f.name for f in dataclasses.fields(SearchConfig)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown search setting {unknown[0]!r}; expected one of "
+                              f"{', '.join(sorted(known))}")
+        merged = {**self.search.to_dict(), **{k: v for k, v in changes.items() if v is not None}}
+        return dataclasses.replace(self, search=SearchConfig.from_dict(merged))

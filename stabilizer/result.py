@@ -28,7 +28,7 @@ from stabilizer.model import (
 )
 from stabilizer.scoring import ScoreComponents
 
-__all__ = ["StabilityResult", "Candidate"]
+__all__ = ["StabilityResult", "Candidate", "TrialTable"]
 
 _TABLE_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "quality",
                   "oscillation", "spike_rate", "explode_rate", "vanishing_share",
@@ -67,6 +67,9 @@ class StabilityResult:
     study_name: str
     storage: str
     build_fn: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.trials = TrialTable(self.trials)
 
     # -- the chosen configuration ------------------------------------------------
     @property
@@ -160,6 +163,17 @@ class StabilityResult:
     def __str__(self) -> str:
         return self.summary()
 
+    def plot(self) -> Any:
+        """The report's plots in one matplotlib `Figure` (shown inline in Jupyter).
+
+        Loss curves of the baseline against the chosen configuration over seeds,
+        gradient norms per layer, score components across trials and parameter
+        importance; see `stabilizer.report`.
+        """
+        from stabilizer.report import plot_result
+
+        return plot_result(self)
+
     def _repr_html_(self) -> str:
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(_cell(r[k]))}</td>" for k in _TABLE_COLUMNS)
@@ -168,6 +182,20 @@ class StabilityResult:
         summary = html.escape(self.summary()).replace("\n", "<br>")
         return (f"<div><p><b>StabilityResult</b><br>{summary}</p>"
                 f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+class TrialTable(list[TrialRecord]):
+    """The list of trials; in Jupyter it renders as a table (one row per trial)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [_row(t.number, t.state, t.components or {}, t.config) for t in self]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{k}</th>" for k in _TABLE_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_cell(r[k]))}</td>" for k in _TABLE_COLUMNS)
+            + "</tr>" for r in self.rows())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _row(number: int, state: str, comps: dict[str, Any], config: StabilityConfig | None) -> dict[str, Any]:

@@ -1,0 +1,509 @@
+"""The command line: ``stabilizer search | diagnose | report | show-space``.
+
+``stabilizer search config.yaml`` reads a `RunConfig` (model factory, data, and a
+nested `SearchConfig`), checks everything it names before anything runs (the file,
+its keys and types, the factory's module and that it returns a keras.Model, the
+data, the space, the storage), then runs `stabilize()` with a progress line and
+writes a report folder ``<out_dir>/<study_name>/`` (see `stabilizer.report`).
+
+Exit status: 0 done; 2 a usage or configuration error (one line on stderr, nothing
+run, no study created); 1 the search stopped (e.g. too many failed trials);
+130 interrupted (re-run the same command to resume the study).
+
+Relative paths inside the YAML file (``model``, ``data``, ``search.space``) are
+read relative to the file's folder; paths given as flags and ``out_dir`` are
+relative to the working directory. Loading ``module:function`` (or
+``file.py:function``) is the only code a config can run; YAML is read with
+``yaml.safe_load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
+from stabilizer.errors import ConfigError, StabilizerError
+
+__all__ = ["main", "build_parser", "load_target", "load_data", "load_result", "prepare_run",
+           "PreparedRun"]
+
+_TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
+
+
+# -- loading what a config names ------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _ensure_on_path(folder: Path) -> None:
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def load_target(key: str, spec: str, base_dir: Path) -> Callable[..., Any]:
+    """Import the function named by ``module:function`` or ``path/to/file.py:function``.
+
+    A file path is relative to `base_dir` (the config file's folder); a module is
+    imported with `base_dir` and the working directory on ``sys.path``.
+    """
+    target, _, name = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            raise ConfigError(f"{key}={spec!r}: file {str(path)!r} not found; expected "
+                              f"{_TARGET_HELP} (a file path is relative to the config file)")
+        module = _import_file(key, spec, path)
+        origin = str(path)
+    else:
+        module = _import_module(key, spec, target, base_dir)
+        origin = f"module {target!r}"
+    function = getattr(module, name, None)
+    if function is None:
+        raise ConfigError(f"{key}={spec!r}: {origin} has no function {name!r}")
+    if not callable(function):
+        raise ConfigError(f"{key}={spec!r}: {origin}.{name} is a {type(function).__name__}; "
+                          "expected a function")
+    return function  # type: ignore[no-any-return]
+
+
+def _import_file(key: str, spec: str, path: Path) -> Any:
+    _ensure_on_path(path.resolve().parent)
+    module_name = f"_stabilizer_config_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"{key}={spec!r}: {str(path)!r} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"{key}={spec!r}: importing {str(path)!r} raised "
+                          f"{type(exc).__name__}: {_one_line(str(exc))}") from None
+    return module
+
+
+def _import_module(key: str, spec: str, target: str, base_dir: Path) -> Any:
+    _ensure_on_path(Path.cwd())
+    _ensure_on_path(base_dir.resolve())
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
+            raise ConfigError(f"{key}={spec!r}: no module named {exc.name!r}; expected "
+                              f"{_TARGET_HELP}") from None
+        raise ConfigError(f"{key}={spec!r}: importing module {target!r} failed: "
+                          f"{_one_line(str(exc))}") from None
+    except Exception as exc:
+        raise ConfigError(f"{key}={spec!r}: importing module {target!r} raised "
+                          f"{type(exc).__name__}: {_one_line(str(exc))}") from None
+
+
+def check_model_factory(spec: str, build_fn: Callable[..., Any], settings: SearchConfig) -> None:
+    """Call the factory once: it must return a keras.Model the search can compile."""
+    import keras
+
+    from stabilizer.errors import ModelError
+    from stabilizer.model import CompileSpec, replay_hyperparameters, resolve_build_fn
+
+    function, uses_hp = resolve_build_fn(build_fn)
+    try:
+        model = function(replay_hyperparameters({})) if uses_hp else function()
+    except Exception as exc:
+        raise ConfigError(f"model={spec!r}: calling it raised {type(exc).__name__}: "
+                          f"{_one_line(str(exc))}") from None
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"model={spec!r}: returned {type(model).__name__}; "
+                          "expected a keras.Model")
+    try:
+        CompileSpec.from_model(model, settings)
+    except ModelError as exc:
+        raise ConfigError(f"model={spec!r}: {_one_line(str(exc))}") from None
+
+
+def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled scikit-learn data set, ready to train on.
+
+    Features are scaled (digits to [0, 1], the others standardized); class labels
+    are int32; the diabetes regression target is standardized.
+    """
+    try:
+        from sklearn import datasets
+    except ImportError:
+        raise ConfigError(f"data='sklearn:{name}': scikit-learn is not installed; "
+                          "pip install scikit-learn") from None
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x = np.asarray(x, dtype=np.float32)
+    if name == "digits":
+        x = x / 16.0
+    else:
+        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
+    if name == "diabetes":
+        y = ((y - y.mean()) / y.std()).astype(np.float32)
+    else:
+        y = np.asarray(y, dtype=np.int32)
+    return x, y
+
+
+_NPZ_KEYS = ("x", "y", "x_val", "y_val")
+
+
+def _npz_data(spec: str, base_dir: Path) -> tuple[np.ndarray, ...]:
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise ConfigError(f"data={spec!r}: file {str(path)!r} not found "
+                          "(a path is relative to the config file)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as exc:
+        raise ConfigError(f"data={spec!r}: cannot read {str(path)!r} as .npz "
+                          f"({type(exc).__name__}: {_one_line(str(exc))})") from None
+    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
+    if unknown:
+        raise ConfigError(f"data={spec!r}: unexpected array {unknown[0]!r}; expected "
+                          "x, y and optionally x_val, y_val")
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise ConfigError(f"data={spec!r}: missing array {key!r}; expected x, y and "
+                              "optionally x_val, y_val")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        missing = "y_val" if "x_val" in arrays else "x_val"
+        raise ConfigError(f"data={spec!r}: missing array {missing!r}; expected both x_val "
+                          "and y_val or neither")
+    return tuple(arrays[k] for k in _NPZ_KEYS if k in arrays)
+
+
+def load_data(spec: str, base_dir: Path) -> Any:
+    """The data a `RunConfig.data` string names (validated later by `prepare_data`)."""
+    if spec.startswith("sklearn:"):
+        return _sklearn_data(spec.split(":", 1)[1])
+    if spec.endswith(".npz"):
+        return _npz_data(spec, base_dir)
+    function = load_target("data", spec, base_dir)
+    try:
+        return function()
+    except Exception as exc:
+        raise ConfigError(f"data={spec!r}: calling it raised {type(exc).__name__}: "
+                          f"{_one_line(str(exc))}") from None
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """Everything a `RunConfig` names, loaded and checked."""
+
+    run: RunConfig
+    build_fn: Callable[..., Any]
+    data: Any
+    space: Any  # SearchSpace
+
+    @property
+    def settings(self) -> SearchConfig:
+        return self.run.search
+
+
+def prepare_run(run: RunConfig, base_dir: Path) -> PreparedRun:
+    """Load and check the model factory, the data and the space; raise `ConfigError`."""
+    from stabilizer.data import prepare_data
+    from stabilizer.probe import batch_size_of
+    from stabilizer.space import load_space
+
+    settings = run.search
+    space = settings.space
+    if isinstance(space, str) and space.endswith((".yaml", ".yml")):
+        path = Path(space).expanduser()
+        space = str(path if path.is_absolute() else base_dir / path)
+    try:
+        space_obj = load_space(space)
+    except ConfigError as exc:
+        raise ConfigError(f"search.space: {_one_line(str(exc))}") from None
+    build_fn = load_target("model", run.model, base_dir)
+    check_model_factory(run.model, build_fn, settings)
+    data = load_data(run.data, base_dir)
+    try:
+        probe_data = prepare_data(data, validation_split=settings.validation_split,
+                                  seed=settings.seed)
+    except ConfigError as exc:
+        raise ConfigError(f"data={run.data!r}: {_one_line(str(exc))}") from None
+    try:
+        batch_size_of(StabilityConfig(), settings, probe_data)
+    except ConfigError as exc:
+        raise ConfigError(f"search.{_one_line(str(exc))}") from None
+    return PreparedRun(run, build_fn, data, space_obj)
+
+
+def _load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunConfig, Path]:
+    """The `RunConfig` of `path`, with the command-line flags applied."""
+    config_path = Path(path)
+    run = RunConfig.from_yaml(config_path)
+    if args is not None:
+        space = getattr(args, "space", None)
+        if space and space.endswith((".yaml", ".yml")):
+            space = str(Path(space).resolve())  # a flag is relative to the working directory
+        try:
+            run = run.with_search(trials=getattr(args, "trials", None),
+                                  storage=getattr(args, "storage", None),
+                                  study_name=getattr(args, "study_name", None),
+                                  space=space, out_dir=getattr(args, "out", None))
+        except ConfigError as exc:
+            raise ConfigError(f"command line: {_one_line(str(exc))}") from None
+    return run, config_path.resolve().parent
+
+
+# -- rebuilding a result from storage -------------------------------------------------------------
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        return Path(url[len(prefix):].split("?", 1)[0])
+    return None
+
+
+def load_result(study_name: str, storage: str) -> Any:
+    """The `StabilityResult` of a finished or running study, read from storage alone.
+
+    The baseline comes from the study's ``baseline`` attribute, the trials from
+    `records_from_study`, the settings from the ``run_config`` attribute the CLI
+    stores (defaults when the study was made by the Python API). `build_fn` is
+    not known: set ``result.build_fn`` before calling `build_model()`.
+    """
+    import optuna
+
+    from stabilizer.api import _choose_best, _restore_nan
+    from stabilizer.drivers._optuna import _mask, records_from_study
+    from stabilizer.result import Candidate, StabilityResult
+    from stabilizer.scoring import ScoreComponents
+
+    label = _mask(storage)
+    sqlite = _sqlite_path(storage)
+    if sqlite is not None and not sqlite.is_file():
+        raise ConfigError(f"storage={label!r}: database file {str(sqlite)!r} not found; "
+                          "expected the storage of an existing study (--storage URL)")
+    try:
+        rdb = optuna.storages.RDBStorage(storage)
+    except Exception as exc:
+        raise ConfigError(f"storage={label!r}: cannot open ({type(exc).__name__}: "
+                          f"{_mask(_one_line(str(exc)))})") from None
+    try:
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage=rdb)
+        raise ConfigError(f"study {study_name!r} not found in {label}; it holds "
+                          f"{', '.join(map(repr, names)) or 'no studies'}") from None
+    attrs = study.user_attrs
+    stored = attrs.get("baseline")
+    if stored is None:
+        raise StabilizerError(f"study {study_name!r} has no baseline yet: it is still probing "
+                              "the user's own configuration; try again in a moment")
+    run_config = attrs.get("run_config") or {}
+    settings = SearchConfig.from_dict(run_config.get("search") or {"study_name": study_name})
+    baseline = Candidate(StabilityConfig(),
+                         ScoreComponents.from_dict(_restore_nan(stored["components"])),
+                         stored["curves"], stored.get("user_params", {}))
+    records = records_from_study(study)
+    space = attrs.get("space_name") or (settings.space if isinstance(settings.space, str)
+                                        else "custom")
+    return StabilityResult(best=_choose_best(records, baseline), baseline=baseline,
+                           trials=records, settings=settings, space_name=space,
+                           study_name=study_name, storage=label)
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
+    from stabilizer.report import summary_dict
+
+    if quiet:
+        print(folder / "report.html")
+    elif fmt == "json":
+        print(json.dumps({**summary_dict(result), "report": str(folder)}, indent=2,
+                         default=str))
+    else:
+        print(result.summary())
+        print(f"report: {folder / 'report.html'}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) a search and write its report folder."""
+    from stabilizer.api import stabilize
+    from stabilizer.progress import ProgressLine
+    from stabilizer.report import write_report
+
+    run, base_dir = _load_config(args.config, args)
+    prepared = prepare_run(run, base_dir)
+    settings = prepared.settings
+    existing: list[Any] = []
+    baseline_stored = False
+    if settings.driver == "optuna":
+        from stabilizer.drivers._optuna import open_study, records_from_study
+
+        study = open_study(settings)  # the last check (storage URL); creates the study
+        study.set_user_attr("run_config", run.to_dict())
+        study.set_user_attr("space_name", prepared.space.name)
+        existing = records_from_study(study)
+        baseline_stored = "baseline" in study.user_attrs
+    progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
+    progress.note(f"study {settings.study_name!r} ({settings.resolved_storage()}): "
+                  f"{progress.done} of {settings.trials} trials done")
+    if not baseline_stored:
+        progress.note("probing your own configuration (the baseline) ...")
+    progress.show()
+    try:
+        result = stabilize(prepared.build_fn, prepared.data, space=prepared.space,
+                           config=settings, progress=progress)
+    finally:
+        progress.close()
+    folder = write_report(result, Path(settings.out_dir) / settings.study_name)
+    _print_result(result, folder, args.format, args.quiet)
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Diagnose the user's own configuration (`stabilizer.diagnosis.diagnose`); no study."""
+    from stabilizer.diagnosis import diagnose
+
+    run, base_dir = _load_config(args.config)
+    prepared = prepare_run(run, base_dir)
+    settings = prepared.settings
+    if not args.quiet:
+        print(f"diagnosing your own configuration: {settings.seeds} seed(s) x "
+              f"{settings.probe_steps} steps ...", file=sys.stderr, flush=True)
+    diagnosis = diagnose(prepared.build_fn, prepared.data, config=settings,
+                         seeds=settings.seeds)
+    if args.format == "json":
+        print(json.dumps({"model": run.model, "data": run.data, **diagnosis.to_dict()},
+                         indent=2, default=str))
+    else:
+        print(diagnosis.to_text())
+        if not diagnosis.healthy:
+            print(f"next: stabilizer search {args.config}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild the report folder of a finished or running study from its storage."""
+    from stabilizer.report import write_report
+
+    storage = args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
+    result = load_result(args.study, storage)
+    folder = write_report(result, Path(args.out) / args.study)
+    _print_result(result, folder, args.format, args.quiet)
+    return 0
+
+
+def cmd_show_space(args: argparse.Namespace) -> int:
+    """Print a search space (bundled name or YAML file), or list the bundled ones."""
+    from stabilizer.space import bundled_spaces, load_space
+
+    if args.name is None:
+        for name in bundled_spaces():
+            print(f"{name:<16} {load_space(name).description}")
+        return 0
+    space = load_space(args.name)
+    if args.format == "json":
+        print(json.dumps({"name": space.name, "description": space.description,
+                          "searched": space.searched(), "dimensions": space.to_dict()},
+                         indent=2))
+        return 0
+    print(f"# space {space.name!r}: {space.description}")
+    print(f"# searched: {', '.join(space.searched()) or 'nothing (all fixed)'}")
+    print(yaml.safe_dump(space.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+# -- parser and entry point -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from stabilizer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="stabilizer", description="Make Keras training stable: probe, score, search.")
+    parser.add_argument("--version", action="version", version=f"stabilizer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = commands.add_parser(
+        "search", help="search for the most stable configuration and write a report",
+        description="Run (or resume) the search a config file describes; write "
+                    "<out_dir>/<study_name>/ with best.yaml, trials.csv, report.html, "
+                    "summary.json.")
+    search.add_argument("config", help="YAML file: model, data and search settings")
+    search.add_argument("--trials", type=int, help="override search.trials (the budget)")
+    search.add_argument("--storage", help="override search.storage (an Optuna storage URL)")
+    search.add_argument("--study-name", help="override search.study_name")
+    search.add_argument("--space", help="override search.space (a bundled name or a file)")
+    search.add_argument("--out", help="override search.out_dir (the report folder's parent)")
+    search.set_defaults(handler=cmd_search)
+
+    diagnose = commands.add_parser(
+        "diagnose", help="probe your current setup and say how stable it is",
+        description="Probe the configuration the model factory returns, as it is, and "
+                    "print its stability verdict and score components.")
+    diagnose.add_argument("config", help="YAML file: model, data and search settings")
+    diagnose.set_defaults(handler=cmd_diagnose)
+
+    report = commands.add_parser(
+        "report", help="rebuild the report of a finished or running study",
+        description="Rebuild <out>/<STUDY>/ from the study's storage alone.")
+    report.add_argument("study", metavar="STUDY", help="the study name")
+    report.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
+                                          "<out>/<STUDY>.db that `search` makes)")
+    report.add_argument("--out", default=SearchConfig().out_dir,
+                        help="folder of the report (default: %(default)s)")
+    report.set_defaults(handler=cmd_report)
+
+    for sub in (search, diagnose, report):
+        sub.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress or summary (CI); print only the report path")
+        sub.add_argument("--format", choices=("text", "json"), default="text",
+                         help="output format (default: %(default)s)")
+
+    show = commands.add_parser("show-space", help="print a search space, or list bundled ones",
+                               description="Print a bundled search space or a space file.")
+    show.add_argument("name", nargs="?", metavar="NAME",
+                      help="bundled space name or YAML file; omit to list the bundled spaces")
+    show.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                      help="output format (default: %(default)s)")
+    show.set_defaults(handler=cmd_show_space)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stabilizer`` console script; returns the exit status."""
+    import optuna
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    where = f"stabilizer {args.command}"
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"{where}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except StabilizerError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{where}: interrupted; the study is kept: re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
