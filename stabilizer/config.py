@@ -2,10 +2,11 @@
 
 `StabilityConfig` is one point of the search space: what the stabilizer changes in
 the user's training (initializer, learning rate and schedule, clipping, batch size,
-BatchNormalization momentum and epsilon). `SearchConfig` holds the settings of a
-search (budget, seeds, storage, ...). Both are plain dataclasses that validate on
-construction, round-trip through dicts and YAML, and reject unknown keys by name, so
-the Python API, the YAML file and the CLI all build the same objects.
+BatchNormalization momentum and epsilon, or group/layer normalization in its place).
+`SearchConfig` holds the settings of a search (budget, seeds, storage, ...). Both are
+plain dataclasses that validate on construction, round-trip through dicts and YAML,
+and reject unknown keys by name, so the Python API, the YAML file and the CLI all
+build the same objects.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ __all__ = [
     "INITIALIZER_MODES",
     "LR_SCHEDULES",
     "CLIPPING_MODES",
+    "NORMALIZATIONS",
 ]
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
 INITIALIZER_MODES = ("keep", "auto")
 LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau")
 CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
+#: What stands where the model has BatchNormalization: "keep" and "batch" leave the
+#: BatchNormalization layers ("batch" names the choice explicitly in a space), "group" and
+#: "layer" replace them by GroupNormalization / LayerNormalization, which do not depend
+#: on the batch and so suit batch sizes of 2-16.
+NORMALIZATIONS = ("keep", "batch", "group", "layer")
 
 _T = TypeVar("_T")
 
@@ -152,11 +159,15 @@ class StabilityConfig(_YamlMixin):
     batch_size: int | None = _field(None, "training batch size; None keeps the user's")
     bn_momentum: float | None = _field(None, "BatchNormalization momentum; None keeps the model's")
     bn_epsilon: float | None = _field(None, "BatchNormalization epsilon; None keeps the model's")
+    normalization: str = _field(
+        "keep", "'keep' or 'batch' leave BatchNormalization layers; 'group' or 'layer' replace "
+        "them by GroupNormalization / LayerNormalization (batch-independent, for small batches)")
 
     def __post_init__(self) -> None:
         check_initializer("initializer", self.initializer)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("clipping", self.clipping, CLIPPING_MODES)
+        _choice("normalization", self.normalization, NORMALIZATIONS)
         if self.learning_rate is not None:
             object.__setattr__(self, "learning_rate", _number(
                 "learning_rate", self.learning_rate, low=0, low_open=True, high=100))

@@ -10,6 +10,13 @@ BatchNormalization momentum/epsilon are set on the layer (read at trace time).
 change that reached no layer is listed in `AppliedModel.not_applied`: nothing
 is silently skipped.
 
+`normalization="group"` or `"layer"` replaces each BatchNormalization layer by a
+GroupNormalization (groups = gcd(channels, 8), so the groups divide the channels)
+or a LayerNormalization over the same axis, keeping the layer's name, epsilon,
+center/scale and beta/gamma settings. Neither depends on the batch, which is what
+small batches (2-16) need. This needs the clone, so for subclassed models it is
+listed in `not_applied`.
+
 The user's optimizer class, loss and metrics are kept; only the learning rate,
 its schedule and the clipping arguments change.
 """
@@ -17,6 +24,7 @@ its schedule and the clipping arguments change.
 from __future__ import annotations
 
 import dataclasses
+import math
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -184,9 +192,12 @@ def _initializer_for(config: StabilityConfig, activation: str) -> str | None:
 
 
 def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchConfig) -> AppliedModel:
-    """Apply initializers and BatchNormalization settings; keep the compile arguments."""
+    """Apply initializers, BatchNormalization settings and normalization; keep compile args."""
     spec = CompileSpec.from_model(model, settings)
     activations = layer_activations(model)
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization)
+                 for layer in _flat_layers(model))
+    replace_bn = config.normalization in ("group", "layer")
     changes: list[str] = []
 
     def rewrite(layer_config: dict[str, Any], layer: keras.layers.Layer) -> dict[str, Any]:
@@ -204,26 +215,86 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
         return layer_config
 
     needs_rewrite = config.initializer != "keep" or config.bn_momentum is not None \
-        or config.bn_epsilon is not None
+        or config.bn_epsilon is not None or (replace_bn and has_bn)
     cloned = False
     if needs_rewrite and isinstance(model, (keras.Sequential, keras.Model)) and _is_graph_model(model):
+        swapped_ids: set[int] = set()
+
         def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+            if replace_bn and isinstance(layer, keras.layers.BatchNormalization):
+                swapped = _replace_batch_norm(layer, config, changes)
+                if swapped is not None:
+                    swapped_ids.add(id(swapped))
+                    return swapped
             return layer.__class__.from_config(rewrite(layer.get_config(), layer))
 
+        def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+            if id(layer) in swapped_ids:
+                kwargs.pop("mask", None)  # BatchNormalization takes a mask; its stand-ins do not
+            return layer(*args, **kwargs)
+
+        # Sequential models take no call_function; their layers are called with inputs only.
+        extra = {"call_function": call_function} \
+            if replace_bn and not isinstance(model, keras.Sequential) else {}
         try:
-            model = keras.models.clone_model(model, clone_function=clone_function)
+            model = keras.models.clone_model(model, clone_function=clone_function, **extra)
             cloned = True
         except Exception:  # a custom layer without a usable get_config: fall back
             changes.clear()
     if needs_rewrite and not cloned:
         _rewrite_in_place(model, config, activations, changes)
+    replaced = any("BatchNormalization ->" in c for c in changes)
     not_applied = []
     if config.initializer != "keep" and not any("kernel_initializer" in c for c in changes):
         not_applied.append(f"initializer={config.initializer}: no layer with a kernel initializer")
     for key in ("momentum", "epsilon"):
-        if getattr(config, f"bn_{key}") is not None and not any(f" {key}=" in c for c in changes):
+        value = getattr(config, f"bn_{key}")
+        if value is None or any(f" {key}=" in c for c in changes):
+            continue
+        if replaced:
+            not_applied.append(f"bn_{key}={value:g}: BatchNormalization was replaced by "
+                               f"{config.normalization} normalization, which keeps no moving "
+                               "averages")
+        else:
             not_applied.append(f"bn_{key}: the model has no BatchNormalization layer")
+    if config.normalization != "keep" and not has_bn:
+        not_applied.append(f"normalization={config.normalization}: the model has no "
+                           "BatchNormalization layer")
+    elif replace_bn and not replaced:
+        not_applied.append(f"normalization={config.normalization}: BatchNormalization layers "
+                           "can only be replaced in Sequential and Functional models (rebuilt "
+                           "with keras.models.clone_model); this model kept them")
     return AppliedModel(model, spec, cloned, changes, not_applied)
+
+
+def _replace_batch_norm(layer: keras.layers.BatchNormalization, config: StabilityConfig,
+                        changes: list[str]) -> keras.layers.Layer | None:
+    """The GroupNormalization or LayerNormalization standing in for `layer`.
+
+    None when the layer is not built (its channel count, which the groups must
+    divide, is unknown); the caller then keeps the BatchNormalization layer.
+    """
+    moving_mean = getattr(layer, "moving_mean", None)
+    if moving_mean is None:
+        return None
+    bn_config = layer.get_config()
+    shared = ("name", "trainable", "dtype", "axis", "epsilon", "center", "scale",
+              "beta_initializer", "gamma_initializer", "beta_regularizer",
+              "gamma_regularizer", "beta_constraint", "gamma_constraint")
+    new_config = {key: bn_config[key] for key in shared if key in bn_config}
+    if config.bn_epsilon is not None:
+        new_config["epsilon"] = config.bn_epsilon
+    if config.normalization == "group":
+        groups = math.gcd(int(moving_mean.shape[0]), 8)
+        new_layer: keras.layers.Layer = keras.layers.GroupNormalization.from_config(
+            {**new_config, "groups": groups})
+        changes.append(f"{layer.name}: BatchNormalization -> GroupNormalization(groups={groups})")
+    else:
+        new_layer = keras.layers.LayerNormalization.from_config(new_config)
+        changes.append(f"{layer.name}: BatchNormalization -> LayerNormalization")
+    if config.bn_epsilon is not None:
+        changes.append(f"{layer.name}: epsilon={config.bn_epsilon:g}")
+    return new_layer
 
 
 def _is_graph_model(model: keras.Model) -> bool:

@@ -24,6 +24,7 @@ import yaml
 from stabilizer.config import (
     CLIPPING_MODES,
     LR_SCHEDULES,
+    NORMALIZATIONS,
     StabilityConfig,
     check_initializer,
 )
@@ -102,7 +103,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "bn_momentum": (0.0, 1.0),
     "bn_epsilon": (0.0, 1.0),
 }
-_CATEGORICAL = ("initializer", "lr_schedule", "clipping", "batch_size")
+_CATEGORICAL = ("initializer", "lr_schedule", "clipping", "batch_size", "normalization")
 DIMENSIONS = tuple(f.name for f in dataclasses.fields(StabilityConfig))
 
 # A conditional dimension is sampled only when its parent takes one of these values.
@@ -211,6 +212,9 @@ def _check_value(key: str, value: Any, where: str) -> None:
     elif key == "clipping" and value not in CLIPPING_MODES:
         raise ConfigError(f"{at}: {value!r} is not a clipping mode; expected one of "
                           f"{', '.join(CLIPPING_MODES)}")
+    elif key == "normalization" and value not in NORMALIZATIONS:
+        raise ConfigError(f"{at}: {value!r} is not a normalization; expected one of "
+                          f"{', '.join(NORMALIZATIONS)}")
     elif key == "batch_size":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{at}: batch_size={value!r}: expected an integer >= 1")

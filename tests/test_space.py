@@ -61,6 +61,11 @@ def test_a_fixed_dimension_is_applied_not_searched():
     ({"initializer": ["he_normal", "bogus_init"]}, "initializer='bogus_init'"),
     ({"batch_size": {"low": 1, "high": 4}}, "a range is only allowed for"),
     ({"learning_rate": {"low": 1e-3}}, "expected a range {low: .., high: .., log: true|false}"),
+    ({"normalization": ["batch", "instance"]},
+     "space 'custom', key 'normalization': 'instance' is not a normalization; expected one of "
+     "keep, batch, group, layer"),
+    ({"batch_size": [0, 8]}, "space 'custom', key 'batch_size': batch_size=0: expected an "
+                             "integer >= 1"),
 ])
 def test_invalid_space_names_the_key(data, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")
