@@ -225,7 +225,7 @@ class SearchConfig(_YamlMixin):
     divergence_factor: float = _field(
         10.0, "a probe diverges when its loss exceeds this factor times its starting loss")
     check_every: int = _field(
-        5, "steps between on-device divergence checks (one scalar read each)")
+        1, "steps between divergence checks (the flag comes with each step's logs)")
     max_consecutive_failures: int = _field(
         5, "stop the search after this many failed trials in a row")
     loss: str | None = _field(None, "loss for an uncompiled model (a Keras loss name)")

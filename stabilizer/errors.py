@@ -14,7 +14,9 @@ __all__ = [
     "DataError",
     "ModelError",
     "ProbeFailedError",
+    "ProbeOutOfMemoryError",
     "SearchAbortedError",
+    "SearchInterrupted",
 ]
 
 
@@ -38,5 +40,34 @@ class ProbeFailedError(StabilizerError):
     """One probe failed (an exception in user code); the trial fails, the search goes on."""
 
 
+class ProbeOutOfMemoryError(ProbeFailedError):
+    """A probe ran out of memory; its batch size is marked infeasible for the rest of the search.
+
+    `batch_size` is the batch size the probe trained with.
+    """
+
+    def __init__(self, message: str, batch_size: int) -> None:
+        super().__init__(message)
+        self.batch_size = batch_size
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.batch_size))
+
+
 class SearchAbortedError(StabilizerError):
     """The search stopped, e.g. after too many consecutive failed probes."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search. `result` is the `StabilityResult` of what had finished.
+
+    A `KeyboardInterrupt` (not a `StabilizerError`), so ``except Exception`` does not
+    swallow the user's Ctrl-C. The trial that was running is kept as FAIL with the
+    user attribute ``interrupted``; finished trials stay in the study, and re-running
+    the same study resumes it. `result` is None when the interrupt came before the
+    baseline (the user's own configuration) was probed.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

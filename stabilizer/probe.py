@@ -11,6 +11,7 @@ read back once at the end (see `stabilizer.telemetry`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -20,7 +21,12 @@ import keras
 
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
-from stabilizer.errors import ConfigError, ProbeFailedError, StabilizerError
+from stabilizer.errors import (
+    ConfigError,
+    ProbeFailedError,
+    ProbeOutOfMemoryError,
+    StabilizerError,
+)
 from stabilizer.model import (
     apply_config,
     call_build_fn,
@@ -38,7 +44,7 @@ from stabilizer.telemetry import (
     read_trace,
 )
 
-__all__ = ["ProbePlan", "run_probe", "probe_seeds"]
+__all__ = ["ProbePlan", "run_probe", "probe_seeds", "is_out_of_memory"]
 
 #: Called after each evaluation with (evaluation index, callback); True stops the probe.
 EvaluationHook = Callable[[int, TelemetryCallback], bool]
@@ -74,6 +80,24 @@ def batch_size_of(config: StabilityConfig, settings: SearchConfig, data: ProbeDa
     return batch
 
 
+_OOM_TEXT = re.compile(r"(?i:out of memory)|\bOOM\b|RESOURCE_EXHAUSTED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an out-of-memory error of any backend.
+
+    `MemoryError`; TensorFlow's `ResourceExhaustedError`; torch's `OutOfMemoryError`;
+    or any error whose message says "out of memory", "OOM" or "RESOURCE_EXHAUSTED"
+    (JAX's `XlaRuntimeError`, CUDA and cuDNN messages).
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"ResourceExhaustedError", "OutOfMemoryError"}:
+        return True
+    return bool(_OOM_TEXT.search(str(exc)[:4000]))
+
+
 def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,
               settings: SearchConfig, seed: int, *, hp: Any = None,
               plan: ProbePlan | None = None, on_evaluation: EvaluationHook | None = None) -> ProbeTrace:
@@ -102,6 +126,10 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
     except StabilizerError:
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise ProbeOutOfMemoryError(
+                f"out of memory at batch_size={batch}: {type(exc).__name__}: {exc}\n"
+                f"{traceback.format_exc()}", batch) from exc
         raise ProbeFailedError(f"training raised {type(exc).__name__}: {exc}\n"
                                f"{traceback.format_exc()}") from exc
     seconds = time.perf_counter() - start

@@ -153,7 +153,8 @@ class StabilityResult:
             f"baseline: score {b.score:.3f} ({b.verdict}"
             + (f": {'; '.join(b.reasons)}" if b.reasons else "") + f"), final val loss "
             f"{_fmt(b.final_val_loss)}, seed spread {_fmt(b.seed_spread)}",
-            f"best:     score {c.score:.3f} ({c.verdict}), final val loss "
+            f"best:     score {c.score:.3f} ({c.verdict}"
+            + (f": {'; '.join(c.reasons)}" if c.reasons else "") + "), final val loss "
             f"{_fmt(c.final_val_loss)}, seed spread {_fmt(c.seed_spread)}"
             + (f" [trial {self.best.trial_number}]" if self.improved else " [baseline kept]"),
             f"config:   {self.best_config.describe()}",

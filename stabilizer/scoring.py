@@ -6,10 +6,11 @@ For each seed of a candidate the probe's trace gives:
 - ``progress``: ``1 - final_val_loss / initial_val_loss``, where the initial
   validation loss is measured on the untrained model;
 - ``oscillation``: in the later half of the probe, the standard deviation (in nats)
-  of ``log(loss)`` around its moving average (window ``max(3, n/10)``): loss
-  variance and oscillation, scale-free;
-- ``spike_rate``: share of later-half steps whose loss is more than twice the
-  median of the preceding window;
+  of ``log(loss + floor)`` around its moving average (window ``max(3, n/10)``):
+  loss variance and oscillation, scale-free. ``floor`` is 5% of the initial
+  validation loss, so near-zero losses are judged on the problem's loss scale;
+- ``spike_rate``: share of later-half steps whose ``loss + floor`` is more than
+  twice the median of the preceding window;
 - ``explode_rate``: share of steps whose global gradient norm exceeds 10x the
   running median of the preceding window, non-finite norms included;
 - ``vanishing_share``: share of layers whose median gradient norm is below
@@ -49,7 +50,10 @@ WEIGHTS = {"oscillation": 0.5, "spike_rate": 2.0, "explode_rate": 2.0,
            "vanishing_share": 0.5, "seed_spread": 1.0, "stuck": 1.0}
 #: A candidate is "unstable" when any of these is exceeded (documented, overridable).
 THRESHOLDS = {"oscillation": 0.35, "spike_rate": 0.03, "explode_rate": 0.03,
-              "vanishing_share": 0.0, "seed_spread": 0.2, "min_progress": 0.05}
+              "vanishing_share": 0.0, "seed_spread": 0.15, "min_progress": 0.05}
+#: Losses are compared as log(loss + floor), floor = this share of the untrained
+#: validation loss, so a loss approaching zero is not read as oscillating.
+LOSS_FLOOR = 0.05
 _SPIKE_FACTOR = 2.0
 _EXPLODE_FACTOR = 10.0
 _VANISH_RELATIVE = 1e-4
@@ -74,9 +78,9 @@ def _preceding_median(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def oscillation(loss: np.ndarray) -> float:
-    """Std of log-loss around its moving average, later half of the probe."""
-    late = _log(loss[len(loss) // 2:])
+def oscillation(loss: np.ndarray, floor: float = 0.0) -> float:
+    """Std of log(loss + floor) around its moving average, later half of the probe."""
+    late = _log(loss[len(loss) // 2:] + floor)
     if len(late) < 4:
         return 0.0
     w = min(_window(len(late)), len(late))
@@ -86,7 +90,8 @@ def oscillation(loss: np.ndarray) -> float:
     return float(np.std(residual))
 
 
-def spike_rate(loss: np.ndarray) -> float:
+def spike_rate(loss: np.ndarray, floor: float = 0.0) -> float:
+    loss = loss + floor
     late = loss[len(loss) // 2:]
     w = _window(len(loss))
     ref = _preceding_median(loss, w)[len(loss) // 2:]
@@ -121,13 +126,14 @@ def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
     final = trace.val_loss[-1] if trace.val_loss else float("nan")
     initial = trace.initial_val_loss
     finite = math.isfinite(final) and math.isfinite(initial) and initial > 0
+    floor = LOSS_FLOOR * initial if finite else 0.0
     return {
         "diverged": float(trace.diverged or not math.isfinite(final)),
         "initial_val_loss": initial,
         "final_val_loss": final,
         "progress": 1.0 - final / initial if finite else float("nan"),
-        "oscillation": oscillation(trace.loss),
-        "spike_rate": spike_rate(trace.loss),
+        "oscillation": oscillation(trace.loss, floor),
+        "spike_rate": spike_rate(trace.loss, floor),
         "explode_rate": explode_rate(trace.grad_norm),
         "vanishing_share": vanishing_share(trace.layer_grad_norm),
     }

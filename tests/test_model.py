@@ -1,0 +1,125 @@
+"""Applying a configuration: initializers per activation, BatchNorm, optimizer, schedule."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+import scenarios
+from stabilizer import ModelError, SearchConfig, StabilityConfig
+from stabilizer.model import (
+    CompileSpec,
+    apply_config,
+    layer_activations,
+    make_optimizer,
+    matched_initializer,
+)
+
+
+@pytest.mark.parametrize("activation, expected", [
+    ("relu", "he_normal"), ("gelu", "he_normal"), ("leaky_relu", "he_normal"),
+    ("selu", "lecun_normal"), ("tanh", "glorot_uniform"), ("sigmoid", "glorot_uniform"),
+    ("softmax", "glorot_uniform"), ("linear", "glorot_uniform"),
+])
+def test_matched_initializer(activation, expected):
+    assert matched_initializer(activation) == expected
+
+
+def test_activation_is_found_through_batchnorm_and_activation_layers():
+    acts = layer_activations(scenarios.batchnorm_mlp())
+    assert list(acts.values()) == ["relu", "relu", "softmax"]
+
+
+def _kernel_init(layer: keras.layers.Layer) -> str:
+    return type(layer.kernel_initializer).__name__
+
+
+def test_auto_initializer_and_batchnorm_settings_are_applied_by_cloning():
+    applied = apply_config(scenarios.batchnorm_mlp(),
+                           StabilityConfig(initializer="auto", bn_momentum=0.9, bn_epsilon=1e-2),
+                           SearchConfig())
+    assert applied.cloned and not applied.not_applied
+    dense = [layer for layer in applied.model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [_kernel_init(d) for d in dense] == ["HeNormal", "HeNormal", "GlorotUniform"]
+    bns = [layer for layer in applied.model.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(bn.momentum == 0.9 and bn.epsilon == 1e-2 for bn in bns)
+
+
+class Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.norm = keras.layers.BatchNormalization()
+        self.out = keras.layers.Dense(10, activation="softmax")
+
+    def call(self, x, training=False):
+        return self.out(self.norm(self.hidden(x), training=training))
+
+
+def _subclassed() -> keras.Model:
+    model = Subclassed()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_subclassed_models_are_rewritten_in_place_and_say_so():
+    applied = apply_config(_subclassed(), StabilityConfig(initializer="auto", bn_momentum=0.8),
+                           SearchConfig())
+    assert not applied.cloned
+    assert "hidden: kernel_initializer=he_normal (in place)" in "; ".join(
+        c.replace(applied.model.hidden.name, "hidden") for c in applied.changes)
+    assert applied.model.norm.momentum == 0.8
+    assert _kernel_init(applied.model.hidden) == "HeNormal"
+
+
+def test_built_subclassed_kernels_are_redrawn_from_the_new_initializer():
+    model = _subclassed()
+    model(keras.ops.zeros((1, 8)))
+    model.hidden.kernel.assign(keras.ops.ones((8, 16)) * 5.0)
+    apply_config(model, StabilityConfig(initializer="he_normal"), SearchConfig())
+    kernel = keras.ops.convert_to_numpy(model.hidden.kernel)
+    assert abs(kernel.mean()) < 1.0 and kernel.std() > 0.05
+
+
+def test_a_change_that_reaches_no_layer_is_reported():
+    applied = apply_config(scenarios.healthy_mlp(), StabilityConfig(bn_momentum=0.9),
+                           SearchConfig())
+    assert applied.not_applied == ["bn_momentum: the model has no BatchNormalization layer"]
+
+
+def test_optimizer_class_is_kept_with_new_lr_schedule_and_clipping():
+    model = scenarios.healthy_mlp()
+    model.compile(optimizer=keras.optimizers.RMSprop(5e-3, rho=0.8), loss="mse")
+    spec = CompileSpec.from_model(model, SearchConfig())
+    config = StabilityConfig(learning_rate=1e-2, lr_schedule="warmup_cosine",
+                             warmup_fraction=0.2, clipping="global_norm", clip_value=0.5)
+    opt = make_optimizer(spec, config, total_steps=100)
+    assert type(opt) is keras.optimizers.RMSprop and opt.rho == pytest.approx(0.8)
+    assert opt.global_clipnorm == 0.5 and opt.clipnorm is None
+    schedule = opt._learning_rate
+    assert float(schedule(0)) < 1e-3 and float(schedule(20)) == pytest.approx(1e-2, rel=1e-3)
+    assert float(schedule(100)) < 1e-3
+
+
+def test_keep_leaves_the_users_optimizer_settings():
+    model = scenarios.healthy_mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, clipnorm=2.0), loss="mse")
+    opt = make_optimizer(CompileSpec.from_model(model, SearchConfig()), StabilityConfig(), 100)
+    assert float(opt.learning_rate) == pytest.approx(0.1) and opt.clipnorm == 2.0
+    assert opt.momentum == 0.9
+
+
+def test_exponential_schedule_decays_by_its_rate_each_quarter():
+    spec = CompileSpec.from_model(scenarios.healthy_mlp(), SearchConfig())
+    opt = make_optimizer(spec, StabilityConfig(learning_rate=1e-2, lr_schedule="exponential",
+                                               decay_rate=0.5), total_steps=100)
+    assert float(opt._learning_rate(25)) == pytest.approx(5e-3, rel=1e-4)
+
+
+def test_uncompiled_model_without_loss_is_a_clear_error():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    with pytest.raises(ModelError, match="uncompiled model and no loss"):
+        apply_config(model, StabilityConfig(), SearchConfig())
+    spec = CompileSpec.from_model(model, SearchConfig(loss="mse", optimizer="sgd"))
+    assert isinstance(spec.optimizer, keras.optimizers.SGD) and spec.loss == "mse"
