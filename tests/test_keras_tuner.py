@@ -163,9 +163,13 @@ def test_a_trial_cut_off_by_a_crash_is_run_again_with_the_same_values(small_digi
 
 def test_a_failing_probe_fails_its_trial_and_the_search_goes_on(small_digits, tmp_path):
     build = CountingBuild(scenarios.healthy_mlp, raise_on={2})  # call 2 = trial 0
+    finished: list[Any] = []
     result = stabilize(build, small_digits, space="quick", budget=2, driver="keras_tuner",
-                       tuner="random", out_dir=str(tmp_path), study_name="fails", **PROBE)
+                       tuner="random", out_dir=str(tmp_path), study_name="fails",
+                       progress=finished.append, **PROBE)
     assert [t.state for t in result.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert [(t.number, t.state, t.score) for t in finished] == \
+        [(t.number, t.state, t.score) for t in result.trials]  # reported as each finished
     assert "scripted failure on call 2" in result.trials[0].error
     assert oracle_trials(tmp_path, "fails")[0]["status"] == "FAILED"
 

@@ -436,6 +436,8 @@ class KerasTunerDriver(BaseDriver):
         # save again, as `keras_tuner.Tuner.on_trial_end` does, or a resumed search would
         # run the last trial once more.
         oracle.save()
+        if self.progress is not None:
+            self.progress(self._trial_record(trial.trial_id, trial.status))
         return record
 
     def _should_prune(self, step: int, value: float) -> bool:
@@ -455,18 +457,19 @@ class KerasTunerDriver(BaseDriver):
         """Every trial the oracle started, in order, as a `TrialRecord`."""
         if self.oracle is None:
             return []
-        out = []
-        for trial_id in sorted(self.oracle.trials, key=int):
-            status = self.oracle.trials[trial_id].status
-            stored = self._records.get(trial_id)
-            if stored is None or status == "RUNNING":
-                state = {"COMPLETED": "COMPLETE", "RUNNING": "RUNNING"}.get(status, "FAIL")
-                stored = {**(stored or {}), "state": state}
-            config = stored.get("config")
-            out.append(TrialRecord(
-                number=int(trial_id), state=stored["state"], score=stored.get("score"),
-                config=StabilityConfig.from_dict(config) if config else None,
-                user_params=dict(stored.get("user_params", {})),
-                components=stored.get("components"), curves=list(stored.get("curves", [])),
-                error=stored.get("error"), seconds=stored.get("seconds")))
-        return out
+        return [self._trial_record(trial_id, self.oracle.trials[trial_id].status)
+                for trial_id in sorted(self.oracle.trials, key=int)]
+
+    def _trial_record(self, trial_id: str, status: str) -> TrialRecord:
+        """Our stored record of a trial; the oracle's `status` decides if it is still open."""
+        stored = self._records.get(trial_id)
+        if stored is None or status == "RUNNING":
+            state = {"COMPLETED": "COMPLETE", "RUNNING": "RUNNING"}.get(status, "FAIL")
+            stored = {**(stored or {}), "state": state}
+        config = stored.get("config")
+        return TrialRecord(
+            number=int(trial_id), state=stored["state"], score=stored.get("score"),
+            config=StabilityConfig.from_dict(config) if config else None,
+            user_params=dict(stored.get("user_params", {})),
+            components=stored.get("components"), curves=list(stored.get("curves", [])),
+            error=stored.get("error"), seconds=stored.get("seconds"))
