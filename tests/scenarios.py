@@ -80,3 +80,11 @@ def nan_on_large_lr() -> keras.Model:
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(1e6), loss="mse")
     return model
+
+
+def nan_on_large_lr_adjustable() -> keras.Model:
+    """A small MLP whose loss goes NaN when the search picks a huge learning rate."""
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(1e-2), loss="sparse_categorical_crossentropy")
+    return model
