@@ -7,7 +7,7 @@ returns the most stable configuration that still learns.
 """
 
 from stabilizer.api import stabilize
-from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
 from stabilizer.errors import (
     ConfigError,
     DataError,
@@ -27,6 +27,7 @@ __all__ = [
     "DataError",
     "ModelError",
     "ProbeFailedError",
+    "RunConfig",
     "ScoreComponents",
     "SearchAbortedError",
     "SearchConfig",

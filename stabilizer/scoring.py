@@ -17,7 +17,7 @@ For each seed of a candidate the probe's trace gives:
   1e-4 of the largest layer's median, or below 1e-8.
 
 Seeds are combined by median; ``seed_spread`` is the standard deviation of
-``log(final_val_loss)`` across seeds. With ``L_ref`` the reference loss (the
+``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With ``L_ref`` the reference loss (the
 baseline's median initial validation loss, shared by every candidate of a study)::
 
     quality = log(L_ref / final_val_loss)                    (nats of loss reduction)
@@ -203,7 +203,9 @@ def score_traces(traces: Sequence[ProbeTrace], reference_loss: float | None = No
         return float(np.median(values)) if values else float("nan")
 
     final = float(np.median(finals)) if np.isfinite(finals).all() else float("nan")
-    spread = float(np.std(_log(finals))) if len(finals) > 1 and np.isfinite(finals).all() else 0.0
+    floor = LOSS_FLOOR * ref if math.isfinite(ref) and ref > 0 else 0.0
+    spread = float(np.std(_log(finals + floor))) \
+        if len(finals) > 1 and np.isfinite(finals).all() else 0.0
     progress = med("progress")
     stuck = not diverged and not (progress >= THRESHOLDS["min_progress"])
     parts = dict(oscillation=med("oscillation"), spike_rate=med("spike_rate"),
