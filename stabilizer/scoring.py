@@ -20,7 +20,7 @@ Seeds are combined by median; ``seed_spread`` is the standard deviation of
 ``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With ``L_ref`` the reference loss (the
 baseline's median initial validation loss, shared by every candidate of a study)::
 
-    quality = log(L_ref / final_val_loss)                    (nats of loss reduction)
+    quality = log((L_ref + floor) / (final_val_loss + floor))   (nats of loss reduction)
     score   = quality
               - 0.5 * oscillation - 2 * spike_rate - 2 * explode_rate
               - 0.5 * vanishing_share - 1 * seed_spread - 1 * stuck
@@ -210,7 +210,7 @@ def score_traces(traces: Sequence[ProbeTrace], reference_loss: float | None = No
     stuck = not diverged and not (progress >= THRESHOLDS["min_progress"])
     parts = dict(oscillation=med("oscillation"), spike_rate=med("spike_rate"),
                  explode_rate=med("explode_rate"), vanishing_share=med("vanishing_share"))
-    quality = _log_ratio(ref, final) if math.isfinite(final) else float("nan")
+    quality = _log_ratio(ref + floor, final + floor) if math.isfinite(final) else float("nan")
     reasons: list[str] = []
     if diverged:
         n = sum(int(s["diverged"]) for s in per_seed)

@@ -37,7 +37,8 @@ SMOOTH = np.geomspace(2.0, 0.2, 100)
 def test_smooth_decreasing_loss_is_stable_with_positive_quality():
     c = score_traces([trace(SMOOTH), trace(SMOOTH * 1.01)], reference_loss=2.0)
     assert c.verdict == "stable" and c.reasons == []
-    assert c.quality == pytest.approx(math.log(2.0 / np.median([0.2, 0.202])))
+    floor = 0.05 * 2.0
+    assert c.quality == pytest.approx(math.log((2.0 + floor) / (np.median([0.2, 0.202]) + floor)))
     assert c.oscillation < 0.01 and c.spike_rate == 0 and c.explode_rate == 0
 
 
