@@ -1266,7 +1266,8 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
              seeds: int = 3, steps: int | None = None, thresholds: dict[str, float] | None = None,
              candidate: StabilityConfig | None = None, evaluations: int | None = None,
              lr_range: bool | LRRangeResult = True, lr_range_steps: int = 80,
-             sample_size: int = 256, **options: Any) -> Diagnosis:
+             sample_size: int = 256, hp_values: dict[str, Any] | None = None,
+             **options: Any) -> Diagnosis:
     """Train the configuration briefly on a few seeds and report what is wrong.
 
     Args:
@@ -1285,6 +1286,8 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         lr_range: True runs an LR range test of `lr_range_steps` steps; False
             skips it; an `LRRangeResult` is used as is.
         sample_size: validation samples for the forward checks.
+        hp_values: for a KerasTuner-style `build_fn(hp)`, the values its
+            hyperparameters take (e.g. a trial's `user_params`); defaults otherwise.
 
     Returns:
         A `Diagnosis`: `findings` (most severe first), `to_text()`, `to_dict()`,
@@ -1304,7 +1307,7 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     probe_data = data if isinstance(data, ProbeData) else prepare_data(
         data, validation_split=settings.validation_split, seed=settings.seed)
     fn, uses_hp = resolve_build_fn(build_fn)
-    hp = replay_hyperparameters({}) if uses_hp else None
+    hp = replay_hyperparameters(hp_values or {}) if uses_hp else None
     candidate = candidate or StabilityConfig()
     batch = batch_size_of(candidate, settings, probe_data)
     actual_batch = _actual_batch(probe_data, batch)
@@ -1324,7 +1327,7 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         lr_result = lr_range
     elif lr_range:
         lr_result = lr_range_test(build_fn, probe_data, steps=lr_range_steps,
-                                  config=settings, candidate=candidate)
+                                  config=settings, candidate=candidate, hp_values=hp_values)
     builder = _FindingBuilder(th, traces, monitors, plan, actual_batch, steps, user_lr,
                               lr_result, settings)
     findings = builder.build()

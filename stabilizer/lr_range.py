@@ -243,7 +243,8 @@ def settings_with(config: SearchConfig | None, options: dict[str, Any],
 def lr_range_test(build_fn: Callable[..., Any], data: Any, *, min_lr: float = 1e-6,
                   max_lr: float = 10.0, steps: int = 100, config: SearchConfig | None = None,
                   candidate: StabilityConfig | None = None, seed: int | None = None,
-                  blowup_factor: float = 4.0, **options: Any) -> LRRangeResult:
+                  blowup_factor: float = 4.0, hp_values: dict[str, Any] | None = None,
+                  **options: Any) -> LRRangeResult:
     """Train once with an exponentially increasing learning rate and read the curve.
 
     Args:
@@ -260,6 +261,8 @@ def lr_range_test(build_fn: Callable[..., Any], data: Any, *, min_lr: float = 1e
         seed: the seed of the run (default the settings' first probe seed).
         blowup_factor: the smoothed loss rising this many times above its lowest
             value marks the blow-up.
+        hp_values: for a KerasTuner-style `build_fn(hp)`, the values of its
+            hyperparameters (defaults otherwise).
 
     Returns:
         An `LRRangeResult` with the curve, `max_stable_lr`, `suggested_lr` and
@@ -282,7 +285,7 @@ def lr_range_test(build_fn: Callable[..., Any], data: Any, *, min_lr: float = 1e
     probe_data = data if isinstance(data, ProbeData) else prepare_data(
         data, validation_split=settings.validation_split, seed=settings.seed)
     fn, uses_hp = resolve_build_fn(build_fn)
-    hp = replay_hyperparameters({}) if uses_hp else None
+    hp = replay_hyperparameters(hp_values or {}) if uses_hp else None
     base = candidate or StabilityConfig()
     user_lr = configured_learning_rate(fn, hp, base, settings)
     ramp = ExponentialRamp(min_lr, max_lr, steps)
