@@ -8,6 +8,8 @@ returns the most stable configuration that still learns.
 
 from stabilizer.api import stabilize
 from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
+from stabilizer.diagnosis import Diagnosis, Finding, diagnose
+from stabilizer.lr_range import LRRangeResult, lr_range_test
 from stabilizer.errors import (
     ConfigError,
     DataError,
@@ -25,6 +27,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "DataError",
+    "Diagnosis",
+    "Finding",
+    "LRRangeResult",
     "ModelError",
     "ProbeFailedError",
     "RunConfig",
@@ -36,6 +41,8 @@ __all__ = [
     "StabilityResult",
     "StabilizerError",
     "__version__",
+    "diagnose",
     "load_space",
+    "lr_range_test",
     "stabilize",
 ]

@@ -165,7 +165,10 @@ class LossRecorder(keras.metrics.Metric):
         return None
 
     def result(self) -> Any:
-        return self.diverged.value
+        # A new value, not the variable itself: under JAX the variable's buffer is
+        # donated to the next step, and the logs that carry this result are read
+        # (asynchronously) after that.
+        return ops.cast(ops.greater(self.diverged.value, 0.5), "float32")
 
 
 def attach_loss_recorder(model: keras.Model, recorder: LossRecorder) -> None:
@@ -248,7 +251,10 @@ class TelemetryCallback(keras.callbacks.Callback):
         # The recorder's result is the divergence flag: Keras already returns it
         # in the step's logs, so this check costs no extra read from the device.
         flag = (logs or {}).get(self.recorder.name)
-        if flag is not None and not flag == 0.0:  # 1.0, or NaN
+        # Keras leaves a log value unconverted when its buffer could not be read
+        # (JAX may donate it to the next step first); the epoch-end check, on the
+        # synced variables, still catches the divergence then.
+        if isinstance(flag, float) and flag != 0.0:  # 1.0, or NaN
             self.diverged = True
             self.model.stop_training = True
 
