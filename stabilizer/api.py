@@ -11,13 +11,14 @@ from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import prepare_data
 from stabilizer.drivers import make_driver
 from stabilizer.drivers._base import BaseDriver, TrialRecord
-from stabilizer.errors import ConfigError
+from stabilizer.errors import ConfigError, SearchInterrupted
 from stabilizer.evaluation import Evaluation, Evaluator
 from stabilizer.model import replay_hyperparameters
 from stabilizer.probe import batch_size_of
 from stabilizer.result import Candidate, StabilityResult
 from stabilizer.scoring import ScoreComponents
 from stabilizer.space import SearchSpace, load_space
+from stabilizer.workers import ObjectSource, WorkerSource, run_workers, storage_for_workers
 
 __all__ = ["stabilize", "make_settings"]
 
@@ -41,6 +42,7 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
               storage: str | None = None, study_name: str | None = None,
               config: SearchConfig | None = None,
               progress: Callable[[TrialRecord], None] | None = None,
+              workers: int = 1, worker_source: WorkerSource | None = None,
               **options: Any) -> StabilityResult:
     """Search for the most stable configuration of `build_fn` that still learns.
 
@@ -58,25 +60,57 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         config: a full `SearchConfig`; keyword arguments override its fields.
         progress: called with each trial's `TrialRecord` as it finishes (the CLI's
             progress line, `stabilizer.progress.ProgressLine`).
+        workers: worker processes sharing the study (`stabilizer.workers`); with
+            more than one and no `storage`, the study goes to a journal file
+            ``<out_dir>/<study_name>.log``.
+        worker_source: how each worker rebuilds `build_fn` and the data (default:
+            the objects, pickled; `stabilizer search` sends its config file).
         **options: any other `SearchConfig` field (`probe_steps`, `driver`, ...).
 
     Returns:
         A `StabilityResult` with the best configuration, the baseline and every trial.
+
+    Raises:
+        SearchInterrupted: on Ctrl-C (a `KeyboardInterrupt`); its `result` holds the
+            `StabilityResult` of the trials that finished (None before the baseline).
     """
     space_obj = None
     if isinstance(space, SearchSpace):
         space_obj, space = space, None
     settings = make_settings(config, space=space, trials=budget, seeds=seeds, storage=storage,
                              study_name=study_name, **options)
+    settings = storage_for_workers(settings, workers)
     space_obj = space_obj or load_space(settings.space)
     probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
     batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
+    source = (worker_source or ObjectSource(build_fn, data, space_obj)) if workers > 1 else None
     driver = make_driver(settings, space_obj)
     driver.progress = progress
     evaluator = Evaluator(build_fn, probe_data, settings)
-    baseline = _baseline(driver, evaluator)
-    evaluator.reference_loss = baseline.components.reference_loss
-    records = driver.run(evaluator)
+    baseline: Candidate | None = None
+    try:
+        baseline = _baseline(driver, evaluator)
+        evaluator.reference_loss = baseline.components.reference_loss
+        if source is not None:
+            run_workers(workers, source, settings,
+                        records=driver.records,  # type: ignore[attr-defined]
+                        progress=progress)
+            records = driver.records()  # type: ignore[attr-defined]
+        else:
+            records = driver.run(evaluator)
+    except KeyboardInterrupt as exc:
+        partial, done = None, []
+        if baseline is not None:
+            done = getattr(driver, "records", lambda: [])()
+            partial = StabilityResult(
+                best=_choose_best(done, baseline), baseline=baseline, trials=done,
+                settings=settings, space_name=space_obj.name, study_name=settings.study_name,
+                storage=driver.storage_label(), build_fn=build_fn)
+        finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
+        raise SearchInterrupted(
+            f"search interrupted; {finished} finished trials kept in study "
+            f"{settings.study_name!r} ({driver.storage_label()}): run the same search again "
+            "to resume", partial) from exc
     return StabilityResult(
         best=_choose_best(records, baseline), baseline=baseline, trials=records,
         settings=settings, space_name=space_obj.name, study_name=settings.study_name,
@@ -104,8 +138,9 @@ def _restore_nan(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choose_best(records: list[TrialRecord], baseline: Candidate) -> Candidate:
-    """The highest score among completed, non-diverged trials and the baseline.
+    """The highest-scoring stable candidate among completed trials and the baseline.
 
+    Only when no candidate is stable does the highest score win regardless.
     If everything diverged the (diverged) baseline comes back, and the result's
     summary says so: nothing is made up.
     """
@@ -116,7 +151,12 @@ def _choose_best(records: list[TrialRecord], baseline: Candidate) -> Candidate:
         comps = ScoreComponents.from_dict(_restore_nan(record.components))
         if comps.diverged or not math.isfinite(comps.score):
             continue
-        if comps.score > best.score or (best.components.diverged and not comps.diverged):
+        if _rank(comps) > _rank(best.components):
             best = Candidate(record.config, comps, record.curves, record.user_params,
                              record.number)
     return best
+
+
+def _rank(components: ScoreComponents) -> tuple[bool, bool, float]:
+    """Stable before unstable, anything before diverged, then by score."""
+    return (components.verdict == "stable", not components.diverged, components.score)

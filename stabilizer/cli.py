@@ -339,12 +339,14 @@ def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) a search and write its report folder."""
     from stabilizer.api import stabilize
+    from stabilizer.drivers._optuna import _mask
     from stabilizer.progress import ProgressLine
     from stabilizer.report import write_report
+    from stabilizer.workers import RunConfigSource, storage_for_workers
 
     run, base_dir = _load_config(args.config, args)
     prepared = prepare_run(run, base_dir)
-    settings = prepared.settings
+    settings = storage_for_workers(prepared.settings, args.workers)
     existing: list[Any] = []
     baseline_stored = False
     if settings.driver == "optuna":
@@ -356,14 +358,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         existing = records_from_study(study)
         baseline_stored = "baseline" in study.user_attrs
     progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
-    progress.note(f"study {settings.study_name!r} ({settings.resolved_storage()}): "
+    progress.note(f"study {settings.study_name!r} ({_mask(settings.resolved_storage())}): "
                   f"{progress.done} of {settings.trials} trials done")
     if not baseline_stored:
         progress.note("probing your own configuration (the baseline) ...")
     progress.show()
     try:
         result = stabilize(prepared.build_fn, prepared.data, space=prepared.space,
-                           config=settings, progress=progress)
+                           config=settings, progress=progress, workers=args.workers,
+                           worker_source=RunConfigSource(run.to_dict(), str(base_dir)))
     finally:
         progress.close()
     folder = write_report(result, Path(settings.out_dir) / settings.study_name)
@@ -444,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--study-name", help="override search.study_name")
     search.add_argument("--space", help="override search.space (a bundled name or a file)")
     search.add_argument("--out", help="override search.out_dir (the report folder's parent)")
+    search.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes sharing the study (default: 1); with N > 1 and "
+                             "no --storage the study is kept in <out_dir>/<study_name>.log")
     search.set_defaults(handler=cmd_search)
 
     diagnose = commands.add_parser(

@@ -55,7 +55,7 @@ def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(known))}"
@@ -335,7 +335,7 @@ class RunConfig(_YamlMixin):
             raise ConfigError(f"{where}: expected a mapping with keys model, data and search, "
                               f"got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
             hint = " (search settings go under 'search:')" \
                 if unknown[0] in {f.name for f in dataclasses.fields(SearchConfig)} else ""

@@ -1,36 +1,80 @@
-"""The default driver: an Optuna study on SQLite (or any database URL).
+"""The default driver: an Optuna study on SQLite, a journal file or any database URL.
 
-- Sampler: `TPESampler` seeded with `seed` (plus the number of trials already in
-  the study, so a resumed study does not re-propose its first candidates).
+- Sampler: `TPESampler` whose random draws for trial k are seeded from
+  (`seed`, k): the same seed gives the same trials, a resumed study does not
+  re-propose its first candidates, and workers sharing a study draw different
+  candidates. It never proposes a batch size marked infeasible (below).
 - Pruner: `StabilityPruner`, which stops a candidate whose validation quality at
   an evaluation is clearly (by `margin` nats) below the median of the finished
   candidates at the same evaluation.
-- Storage: an `RDBStorage` with a heartbeat, so a trial left RUNNING by a killed
-  process is failed after the grace period instead of counting as done.
-- Budget: `MaxTrialsCallback` counts COMPLETE and PRUNED trials of the whole
-  study, so re-running the same study only runs what is missing.
+- Storage (`open_storage`): ``sqlite:///file.db`` (the default, for one process),
+  ``journal:///path/file.log`` or a path ending in ``.log`` (Optuna's
+  `JournalStorage` on a `JournalFileBackend`: several processes on one machine),
+  or any SQLAlchemy URL such as ``postgresql+psycopg2://user:password@host/db``
+  (several machines). A database gets a heartbeat (every 30 s, grace 90 s).
+- Budget: COMPLETE and PRUNED trials of the whole study count. Each worker loops:
+  fail lost trials, stop when the budget is spent, wait while the trials other
+  live workers are running would spend it, else run one trial. Re-running a study
+  only runs what is missing, and several workers on one storage and study share
+  the budget. A trial opened in the instant another worker took the last slot
+  is closed at once, before any probe, as FAIL with user attr ``surplus``
+  (`records_from_study` leaves it out).
+- Lost trials: every trial records its worker (host, boot id, pid, process start
+  time). A RUNNING trial whose worker process is gone (same machine), whose
+  database heartbeat is stale (any machine), or that has no worker recorded a
+  minute after it started (journal storage) is failed with user attr ``lost``:
+  never counted as done, its slot runs again.
+- Faults: a probe that raises fails its trial (the error and traceback are kept
+  as user attr ``error``); `max_consecutive_failures` in a row stop the search
+  with `SearchAbortedError`. An out-of-memory probe fails its trial with user
+  attr ``out_of_memory`` and marks its batch size infeasible for the whole study
+  (study user attr ``infeasible_batch_size:<n>``); such failures are not counted
+  as consecutive failures, and the search stops only when no batch size is left.
+  Ctrl-C fails the running trial with user attr ``interrupted`` and re-raises.
+- The baseline (the user's own configuration) is probed once per study: a worker
+  that finds another live worker probing it waits for its result.
+- Passwords in storage URLs are masked (`_mask`) in every message and label.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
+import socket
+import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.drivers._base import BaseDriver, TrialRecord
-from stabilizer.errors import ConfigError, ProbeFailedError, SearchAbortedError
+from stabilizer.errors import (
+    ConfigError,
+    ProbeFailedError,
+    ProbeOutOfMemoryError,
+    SearchAbortedError,
+)
 from stabilizer.evaluation import Evaluator
 from stabilizer.space import SearchSpace
 
 __all__ = ["OptunaDriver", "StabilityPruner", "OptunaSuggester", "OptunaHyperParameters",
-           "open_study", "records_from_study", "record_from_trial"]
+           "open_study", "open_storage", "journal_path", "records_from_study",
+           "record_from_trial", "infeasible_batch_sizes", "fail_lost_trials"]
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+#: Study user attribute prefix marking a batch size that ran out of memory.
+INFEASIBLE_PREFIX = "infeasible_batch_size:"
+#: A RUNNING trial with no worker recorded this long after it started is lost (journal).
+_UNOWNED_GRACE_S = 60.0
+#: A remote worker's baseline claim is trusted this long.
+_REMOTE_CLAIM_S = 1800.0
 
 
 class OptunaSuggester:
@@ -113,40 +157,249 @@ class StabilityPruner(optuna.pruners.BasePruner):
         return value < float(np.median(others)) - self.margin
 
 
-def open_study(settings: SearchConfig, *, seed_offset: int | None = None) -> optuna.Study:
-    """Create or load the study named in `settings` (resuming is the default)."""
-    url = settings.resolved_storage()
+def journal_path(url: str) -> Path | None:
+    """The file of a journal storage URL (``journal:///path`` or a ``.log`` path), else None."""
+    if url.startswith("journal://"):
+        return Path(url[len("journal://"):]).expanduser()
+    if "://" not in url and url.endswith((".log", ".journal")):
+        return Path(url).expanduser()
+    return None
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage `url` names; a `ConfigError` (password masked) if it cannot open."""
+    path = journal_path(url)
+    if path is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        if not path.name or path.is_dir():
+            raise ConfigError(f"storage={url!r}: expected a journal file path such as "
+                              "journal:///path/to/study.log")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ConfigError(f"storage={url!r}: cannot open the journal file ({exc}); "
+                              "expected a writable file path") from None
     try:
-        storage = optuna.storages.RDBStorage(
+        return optuna.storages.RDBStorage(
             url, heartbeat_interval=30, grace_period=90,
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
     except Exception as exc:
         raise ConfigError(f"storage={_mask(url)!r}: cannot open ({type(exc).__name__}: "
-                          f"{_mask(str(exc))}); expected a reachable database URL") from None
-    existing = 0
-    try:
-        existing = len(optuna.load_study(study_name=settings.study_name,
-                                         storage=storage).trials)
-    except KeyError:
-        pass
-    offset = existing if seed_offset is None else seed_offset
-    sampler = optuna.samplers.TPESampler(seed=settings.seed + offset,
-                                         n_startup_trials=min(8, max(2, settings.trials // 3)))
+                          f"{_mask(str(exc))}); expected a reachable database URL "
+                          "(sqlite:///file.db, postgresql+psycopg2://user:password@host/db), "
+                          "journal:///path/file.log or a path ending in .log") from None
+
+
+def open_study(settings: SearchConfig, *, seed_offset: int | None = None) -> optuna.Study:
+    """Create or load the study named in `settings` (resuming is the default)."""
+    storage = open_storage(settings.resolved_storage())
+    sampler = TrialSeededSampler(settings.seed + (seed_offset or 0),
+                                 n_startup_trials=min(8, max(2, settings.trials // 3)))
     pruner = StabilityPruner() if settings.prune else optuna.pruners.NopPruner()
-    return optuna.create_study(storage=storage, study_name=settings.study_name,
-                               direction="maximize", sampler=sampler, pruner=pruner,
-                               load_if_exists=True)
+    try:
+        return optuna.create_study(storage=storage, study_name=settings.study_name,
+                                   direction="maximize", sampler=sampler, pruner=pruner,
+                                   load_if_exists=True)
+    except optuna.exceptions.DuplicatedStudyError:  # created by another worker meanwhile
+        return optuna.load_study(storage=storage, study_name=settings.study_name,
+                                 sampler=sampler, pruner=pruner)
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^\s'\"]*)@")
+_PARAM_PASSWORD = re.compile(r"((?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
 
 
 def _mask(text: str) -> str:
-    """Hide a password in a database URL."""
-    import re
+    """Hide the password of database URLs in `text` (user:password@ and ?password=)."""
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", text)
+
+def _mix(*numbers: int) -> int:
+    value = 0x9E3779B9
+    for n in numbers:
+        value = (value * 1_000_003 + int(n)) % (2**32)
+    return value
+
+
+class TrialSeededSampler(optuna.samplers.TPESampler):
+    """TPE whose random state for trial k is re-seeded from (seed, k) before the trial.
+
+    A study run twice with one seed gives the same candidates; concurrent workers
+    draw different ones (their trials have different numbers). Batch sizes marked
+    infeasible in the study (out of memory) are never proposed while another
+    choice is left.
+    """
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        # TPESampler keeps two RandomStates (its own and its startup RandomSampler's);
+        # reseed_rng() would seed them from the clock, so they are seeded here.
+        for owner, salt in ((self, 0), (getattr(self, "_random_sampler", None), 1)):
+            state = getattr(getattr(owner, "_rng", None), "rng", None)
+            if state is not None:
+                state.seed(_mix(self._base_seed, trial.number, salt))
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        batch = search_space.get("batch_size")
+        if isinstance(batch, CategoricalDistribution) and \
+                set(batch.choices) & set(infeasible_batch_sizes(study)):
+            # sampled on its own instead, through sample_independent's filter
+            search_space = {k: v for k, v in search_space.items() if k != "batch_size"}
+        return super().sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        value = super().sample_independent(study, trial, param_name, param_distribution)
+        if param_name != "batch_size" or not isinstance(param_distribution,
+                                                        CategoricalDistribution):
+            return value
+        bad = infeasible_batch_sizes(study)
+        feasible = [c for c in param_distribution.choices if c not in bad]
+        if value not in bad or not feasible:
+            return value  # with nothing feasible left the objective stops the search
+        for _ in range(8):
+            value = super().sample_independent(study, trial, param_name, param_distribution)
+            if value not in bad:
+                return value
+        rng = np.random.default_rng(_mix(self._base_seed, trial.number, 2))
+        return feasible[int(rng.integers(len(feasible)))]
+
+
+def infeasible_batch_sizes(study: optuna.Study) -> dict[int, str]:
+    """Batch sizes that ran out of memory in this study, with the error's first line."""
+    result: dict[int, str] = {}
+    for key, reason in study.user_attrs.items():
+        if key.startswith(INFEASIBLE_PREFIX):
+            try:
+                result[int(key[len(INFEASIBLE_PREFIX):])] = str(reason)
+            except ValueError:
+                continue
+    return result
+
+
+# -- workers: who runs a trial, and whether that process is still alive ----------------------
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (state first); [] if unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return []
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process `pid` (Linux: clock ticks after boot), "" if unknown."""
+    fields = _process_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def this_worker() -> dict[str, Any]:
+    """How this process is recorded on the trials it runs."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
+            "start": _process_start(pid), "time": time.time()}
+
+
+def _same_host(owner: dict[str, Any]) -> bool:
+    return owner.get("host") == socket.gethostname() and owner.get("boot", "") == _boot_id()
+
+
+def _is_me(owner: dict[str, Any]) -> bool:
+    return _same_host(owner) and owner.get("pid") == os.getpid() \
+        and owner.get("start", "") == _process_start(os.getpid())
+
+
+def _owner_gone(owner: dict[str, Any]) -> bool:
+    """True when `owner` ran on this machine and its process has ended."""
+    if not _same_host(owner):
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    fields = _process_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return True  # ended, not yet reaped by its parent
+    start = owner.get("start", "")
+    return bool(start) and bool(fields) and fields[19] != start  # the pid was reused
+
+
+def _lost_reason(trial: FrozenTrial, journal: bool, now: float,
+                 in_flight: int | None = None) -> str | None:
+    """Why a RUNNING trial is lost (its worker is gone), or None if it may still be running."""
+    if trial.state != TrialState.RUNNING:
+        return None
+    owner = trial.user_attrs.get("worker")
+    if isinstance(owner, dict):
+        if _is_me(owner) and trial.number != in_flight:
+            return (f"left RUNNING by this process (pid {owner.get('pid')}) after an earlier "
+                    "run of the search ended")
+        if _owner_gone(owner):
+            return (f"its worker process (pid {owner.get('pid')} on {owner.get('host')}) "
+                    "ended while the trial was running")
+        return None
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    if journal and now - started > _UNOWNED_GRACE_S:
+        return (f"no worker recorded {_UNOWNED_GRACE_S:.0f} s after it started: its process "
+                "ended before the trial began")
+    return None
+
+
+def fail_lost_trials(study: optuna.Study, *, in_flight: int | None = None) -> list[int]:
+    """Fail RUNNING trials whose worker is gone; return their numbers.
+
+    Same-machine workers are checked by process id (immediate); on a database the
+    heartbeat also fails trials of workers on other machines after its grace period.
+    """
+    storage = study._storage  # trial state changes by id, as optuna.storages.fail_stale_trials
+    journal = isinstance(storage, optuna.storages.JournalStorage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # database heartbeat (no-op for a journal)
+    failed = []
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = _lost_reason(trial, journal, now, in_flight)
+        if reason is None:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "lost", True)
+            storage.set_trial_user_attr(trial._trial_id, "error", f"lost: {reason}; the trial "
+                                        "was failed and its budget slot runs again")
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(trial.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first, or it just finished
+    return failed
 
 
 class OptunaDriver(BaseDriver):
     """Runs the search as an Optuna study; see the module docstring."""
+
+    #: Seconds between looks at the study while other workers finish the budget.
+    poll_seconds = 1.0
+    #: Seconds between writing the baseline claim and reading it back (see `load_baseline`).
+    claim_settle_seconds = 1.0
 
     def __init__(self, settings: SearchConfig, space: SearchSpace) -> None:
         self.settings = settings
@@ -159,7 +412,28 @@ class OptunaDriver(BaseDriver):
         return self.study
 
     def load_baseline(self) -> dict[str, Any] | None:
-        return self._study().user_attrs.get("baseline")
+        """The stored baseline; None when this process is to probe it.
+
+        Several workers starting on one study would each probe the baseline, so the
+        first writes a claim (``baseline_claim``: its worker record) and the others
+        wait for its result while the claimer lives (on another machine: for at most
+        30 minutes). Last writer wins, and every claimer reads the claim back after
+        `claim_settle_seconds`, so at most one of workers starting together probes.
+        """
+        study = self._study()
+        while True:
+            attrs = study.user_attrs
+            if "baseline" in attrs:
+                return attrs["baseline"]  # type: ignore[no-any-return]
+            claim = attrs.get("baseline_claim")
+            if isinstance(claim, dict) and _is_me(claim):
+                return None
+            if isinstance(claim, dict) and not _owner_gone(claim) and (
+                    _same_host(claim) or time.time() - claim.get("time", 0) < _REMOTE_CLAIM_S):
+                time.sleep(self.poll_seconds)
+                continue
+            study.set_user_attr("baseline_claim", this_worker())
+            time.sleep(self.claim_settle_seconds)
 
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._study().set_user_attr("baseline", record)
@@ -167,17 +441,31 @@ class OptunaDriver(BaseDriver):
     def storage_label(self) -> str:
         return _mask(self.settings.resolved_storage())
 
+    def records(self) -> list[TrialRecord]:
+        """Every trial of the study as it stands (also what finished before a Ctrl-C)."""
+        return records_from_study(self._study())
+
     def run(self, evaluator: Evaluator) -> list[TrialRecord]:
+        """Run trials until the study's budget is spent (shared with other workers)."""
         study = self._study()
-        remaining = self.settings.trials - _count_done(study)
-        if remaining > 0:
-            failures = _FailureCounter(self.settings.max_consecutive_failures)
+        budget = self.settings.trials
+        failures = _FailureCounter(self.settings.max_consecutive_failures)
+        callbacks = [failures, *self._progress_callbacks()]
+        while True:
+            fail_lost_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in _DONE for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if done >= budget:
+                break
+            if done + running >= budget:  # other workers are running the last trials
+                time.sleep(self.poll_seconds)
+                continue
             study.optimize(
                 lambda trial: self._objective(trial, evaluator),
-                n_trials=None,  # stopped by MaxTrialsCallback or the failure counter
+                n_trials=1,
                 catch=(ProbeFailedError,),
-                callbacks=[optuna.study.MaxTrialsCallback(self.settings.trials, states=_DONE),
-                           failures, *self._progress_callbacks()],
+                callbacks=callbacks,
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
@@ -193,10 +481,41 @@ class OptunaDriver(BaseDriver):
         return [lambda study, trial: progress(record_from_trial(trial))]
 
     def _objective(self, trial: optuna.Trial, evaluator: Evaluator) -> float:
+        try:
+            return self._run_trial(trial, evaluator)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted (KeyboardInterrupt, e.g. Ctrl-C) while "
+                                "this trial was running; re-run the search to resume")
+            raise
+
+    def _claims_surplus(self, trial: optuna.Trial) -> bool:
+        """True when earlier trials (done or running) already take the whole budget."""
+        now = time.time()
+        taken = [t for t in trial.study.get_trials(deepcopy=False, states=(*_DONE,
+                                                                             TrialState.RUNNING))
+                 if t.number < trial.number and _lost_reason(t, False, now) is None]
+        return len(taken) >= self.settings.trials
+
+    def _run_trial(self, trial: optuna.Trial, evaluator: Evaluator) -> float:
+        trial.set_user_attr("worker", this_worker())
+        if self._claims_surplus(trial):
+            trial.set_user_attr("surplus", True)
+            raise _SurplusTrial(f"trial {trial.number}: the budget of {self.settings.trials} "
+                                "trials was taken by other workers; closed without a probe")
         max_batch = evaluator.data.train_size
         config = self.space.sample(OptunaSuggester(trial), max_batch_size=max_batch)
         hp = OptunaHyperParameters(trial) if evaluator.uses_hp else None
         trial.set_user_attr("config", config.to_dict())
+        batch = config.batch_size or self.settings.batch_size
+        infeasible = infeasible_batch_sizes(trial.study)
+        if batch in infeasible:  # the sampler avoids them while any other choice is left
+            message = (f"out of memory at every batch size the search may use "
+                       f"({', '.join(map(str, sorted(infeasible)))}); expected at least one that "
+                       "fits: add smaller batch sizes to the space's batch_size, or shrink the "
+                       f"model. First error at batch_size={batch}: {infeasible[batch]}")
+            trial.set_user_attr("error", message)
+            raise SearchAbortedError(message)
 
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
@@ -204,8 +523,17 @@ class OptunaDriver(BaseDriver):
 
         try:
             evaluation = evaluator.evaluate(config, hp, report)
+        except ProbeOutOfMemoryError as exc:
+            first_line = _mask(str(exc).splitlines()[0])[:500]
+            trial.study.set_user_attr(f"{INFEASIBLE_PREFIX}{exc.batch_size}", first_line)
+            trial.set_user_attr("out_of_memory", exc.batch_size)
+            trial.set_user_attr("error", _error_text(exc))
+            if self.settings.verbose:
+                print(f"trial {trial.number}: out of memory at batch_size={exc.batch_size}; "
+                      "that batch size is skipped from now on", flush=True)
+            raise
         except ProbeFailedError as exc:
-            trial.set_user_attr("error", str(exc)[-4000:])
+            trial.set_user_attr("error", _error_text(exc))
             raise
         if hp is not None:
             trial.set_user_attr("user_params", hp.values)
@@ -221,12 +549,25 @@ class OptunaDriver(BaseDriver):
         return evaluation.score
 
 
-def _count_done(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=_DONE))
+def _error_text(exc: BaseException, limit: int = 4000) -> str:
+    """The error message for the trial: its first line and the end of its traceback."""
+    text = _mask(str(exc))
+    if len(text) <= limit:
+        return text
+    first = text.splitlines()[0][:500]
+    return f"{first}\n[...]\n{text[-(limit - len(first) - 7):]}"
+
+
+class _SurplusTrial(ProbeFailedError):
+    """A trial opened after other workers had taken the whole budget (no probe ran)."""
 
 
 class _FailureCounter:
-    """Stops the study after `limit` failed trials in a row."""
+    """Stops the study after `limit` failed trials in a row.
+
+    Out-of-memory trials (their batch size is skipped from then on) and surplus
+    trials (no probe ran) neither count nor break the run.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -235,6 +576,8 @@ class _FailureCounter:
         self.last_error = ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "out_of_memory" in trial.user_attrs or "surplus" in trial.user_attrs:
+            return
         if trial.state == TrialState.FAIL:
             self.run += 1
             self.last_error = str(trial.user_attrs.get("error", ""))[-2000:]
@@ -246,8 +589,10 @@ class _FailureCounter:
 
 
 def records_from_study(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of the study as a `TrialRecord`."""
-    return [record_from_trial(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of the study as a `TrialRecord` (surplus trials, which ran no probe, left
+    out)."""
+    return [record_from_trial(t) for t in study.get_trials(deepcopy=False)
+            if "surplus" not in t.user_attrs]
 
 
 def record_from_trial(t: FrozenTrial) -> TrialRecord:
