@@ -226,10 +226,13 @@ class ProbeTrace:
 class TelemetryCallback(keras.callbacks.Callback):
     """Stops a diverging probe and collects the per-evaluation record.
 
-    `async_safe` keeps Keras' asynchronous callback dispatch (JAX, PyTorch) on.
+    `async_safe` keeps Keras' asynchronous callback dispatch on under PyTorch. Under
+    JAX it is off: a step's logs may share buffers that the next step donates, so
+    they are converted before that step (as TensorFlow always does). The telemetry
+    buffers stay on the device either way.
     """
 
-    async_safe = True
+    async_safe = keras.backend.backend() != "jax"
 
     def __init__(self, recorder: LossRecorder, check_every: int,
                  on_evaluation: Any = None) -> None:
