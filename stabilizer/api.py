@@ -77,7 +77,12 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
     space_obj = None
     if isinstance(space, SearchSpace):
         space_obj, space = space, None
-    settings = make_settings(config, space=space, trials=budget, seeds=seeds, storage=storage,
+    if budget is not None:
+        if "trials" in options:
+            raise ConfigError("stabilize() got both budget= and trials=; expected one of them "
+                              "(budget is the number of trials)")
+        options["trials"] = budget
+    settings = make_settings(config, space=space, seeds=seeds, storage=storage,
                              study_name=study_name, **options)
     settings = storage_for_workers(settings, workers)
     space_obj = space_obj or load_space(settings.space)

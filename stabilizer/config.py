@@ -280,6 +280,7 @@ class SearchConfig(_YamlMixin):
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 
+
 #: Data sets bundled with scikit-learn that `RunConfig.data` may name as "sklearn:<name>".
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 _TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
