@@ -1,0 +1,156 @@
+"""The benchmark's independent judge, its zoo and its report (benchmarks/).
+
+The judge is checked on real trainings (a diverging regression is flagged, the
+zoo's healthy control passes, reusing one compiled model across seeds gives the
+fresh-build result) and its verdicts on scripted runs (exact).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import compare, judge, zoo  # noqa: E402
+from stabilizer.config import SearchConfig, StabilityConfig  # noqa: E402
+from stabilizer.data import prepare_data  # noqa: E402
+
+
+def _sgd_1e6_regression() -> keras.Model:
+    """Linear regression by SGD at learning rate 1e6: NaN within a few steps."""
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e6), loss="mse")
+    return model
+
+
+def _judge(build_fn, x, y, *, batch: int, steps: int, epochs: int,
+           seeds=judge.JUDGE_SEEDS) -> judge.Judgement:
+    search, held_out = compare.split(x, y)
+    data = prepare_data(search, seed=0)
+    factory = judge.config_setup(build_fn, StabilityConfig(), SearchConfig(batch_size=batch),
+                                 steps)
+    return judge.judge(factory, data, steps=steps, epochs=epochs, val_data=held_out,
+                       seeds=seeds)
+
+
+def test_judge_flags_a_diverging_configuration(digits):
+    x, labels = digits
+    result = _judge(_sgd_1e6_regression, x, labels.astype("float32")[:, None], batch=32,
+                    steps=10, epochs=2)
+    assert result.diverged == len(judge.JUDGE_SEEDS)
+    assert not result.healthy
+    assert math.isinf(result.mean_final) and math.isinf(result.spread)
+    assert all(r.steps <= 10 for r in result.runs)  # stopped early, not trained on
+    assert "diverged on 5 of 5 seeds" in result.reasons()
+
+
+def test_judge_passes_the_healthy_control():
+    scenario = zoo.get("healthy_mlp_control")
+    x, y = scenario.load_data()
+    result = _judge(scenario.build_fn, x, y, batch=scenario.batch_size, steps=60, epochs=3)
+    assert result.healthy, result.reasons()
+    assert result.diverged == 0 and result.learns
+    assert result.spread <= judge.SPREAD_LIMIT
+    assert all(len(r.val_losses) == 3 for r in result.runs)
+    # The control repairs nothing, but kept as it is it stays healthy.
+    assert judge.verdict(result, result, healthy_scenario=True).repaired
+
+
+def test_one_compiled_model_across_seeds_matches_fresh_builds(digits):
+    """The judge's speed-up (weights and optimizer state copied in) changes no result."""
+    scenario = zoo.get("healthy_mlp_control")
+    x, y = digits
+    together = _judge(scenario.build_fn, x, y, batch=32, steps=20, epochs=2, seeds=(5, 6))
+    alone = [_judge(scenario.build_fn, x, y, batch=32, steps=20, epochs=2, seeds=(s,))
+             for s in (5, 6)]
+    for run, single in zip(together.runs, alone):
+        np.testing.assert_allclose(run.val_losses, single.runs[0].val_losses, rtol=1e-4)
+        assert run.initial_loss == pytest.approx(single.runs[0].initial_loss, rel=1e-5)
+
+
+def _judgement(finals: list[float], initial: float = 2.3) -> judge.Judgement:
+    runs = [judge.SeedRun(seed=i, initial_loss=initial,
+                          val_losses=[] if math.isinf(f) else [initial, f],
+                          diverged=math.isinf(f), steps=10, seconds=0.0)
+            for i, f in enumerate(finals)]
+    return judge.Judgement(runs)
+
+
+def test_repair_needs_no_divergence_a_better_loss_and_a_small_spread():
+    baseline = _judgement([1.0, 1.0, 1.1, 0.9, 1.0])
+    assert judge.verdict(_judgement([0.5] * 5), baseline, healthy_scenario=False).repaired
+    not_better = judge.verdict(_judgement([0.95] * 5), baseline, healthy_scenario=False)
+    assert not not_better.repaired and "not 10% below" in not_better.reasons[0]
+    noisy = judge.verdict(_judgement([0.2, 0.8, 0.3, 0.9, 0.25]), baseline,
+                          healthy_scenario=False)
+    assert not noisy.repaired and "spread" in noisy.reasons[0]
+    one_nan = judge.verdict(_judgement([0.5, 0.5, math.inf, 0.5, 0.5]), baseline,
+                            healthy_scenario=False)
+    assert not one_nan.repaired and "diverged on 1 of 5" in one_nan.reasons[0]
+
+
+def test_against_a_diverged_baseline_a_repair_must_still_learn():
+    baseline = _judgement([math.inf, 1.0, math.inf, 1.0, 1.0])
+    assert math.isinf(baseline.mean_final) and not baseline.healthy
+    assert judge.verdict(_judgement([1.5] * 5), baseline, healthy_scenario=False).repaired
+    stuck = judge.verdict(_judgement([2.25] * 5), baseline, healthy_scenario=False)
+    assert not stuck.repaired and "does not learn" in stuck.reasons[0]
+    # A baseline that diverged gives no spread allowance: the limit is SPREAD_LIMIT.
+    noisy = judge.verdict(_judgement([0.2, 0.8, 0.3, 0.9, 0.25]), baseline,
+                          healthy_scenario=False)
+    assert not noisy.repaired
+
+
+def test_healthy_control_tolerates_five_percent():
+    baseline = _judgement([0.5] * 5)
+    assert judge.verdict(_judgement([0.52] * 5), baseline, healthy_scenario=True).repaired
+    worse = judge.verdict(_judgement([0.55] * 5), baseline, healthy_scenario=True)
+    assert not worse.repaired and "5%" in worse.reasons[0]
+
+
+def test_largest_spike_is_measured_after_the_first_epoch():
+    run = judge.SeedRun(0, 3.0, [2.0, 1.0, 3.0, 0.5], diverged=False, steps=40, seconds=0.0)
+    assert run.largest_spike == pytest.approx(3.0)
+    assert judge.SeedRun(0, 3.0, [9.0], False, 10, 0.0).largest_spike == 1.0
+
+
+def test_zoo_covers_every_cause_with_one_healthy_control():
+    assert len(zoo.names(healthy=False)) >= 10
+    assert zoo.names(healthy=True) == ["healthy_mlp_control"]
+    causes = " ".join(s.cause for s in zoo.SCENARIOS.values())
+    for cause in ("exploding", "vanishing", "dying ReLU", "oscillating", "BatchNorm",
+                  "initializer", "unscaled", "CNN", "autoencoder"):
+        assert cause in causes
+    assert any("RNN" in s.problem for s in zoo.SCENARIOS.values())
+    with pytest.raises(KeyError, match="no zoo scenario 'nope'"):
+        zoo.get("nope")
+
+
+def test_render_reports_totals_and_every_scenario():
+    def method(repaired, ratio, diverged=0):
+        j = _judgement([math.inf] * diverged + [0.5] * (5 - diverged)).to_dict()
+        return {"config": "x", "search_seconds": 1.0, "probe_steps": 10, "candidates": 1,
+                "detail": {"probe_seconds": 0.9, "search_overhead": 1.1}, "judge": j,
+                "verdict": {"repaired": repaired, "loss_ratio": ratio, "reasons": []},
+                "repaired": repaired}
+
+    rows = [{"scenario": name, "cause": "c", "problem": "p", "healthy": healthy, "space": "s",
+             "batch_size": 32, "baseline_healthy": healthy, "baseline_reasons": [],
+             "methods": {m: method(m == "stabilizer", 0.5) for m in compare.METHODS}}
+            for name, healthy in (("a", False), ("b", False), ("ctl", True))]
+    report = {"scenarios": rows, "totals": compare.totals(rows), "preset_name": "quick",
+              "preset": {**compare.PRESETS["quick"].__dict__,
+                         "budget_steps": compare.PRESETS["quick"].budget_steps},
+              "machine": "m", "jobs": 1, "load_average": "0", "wall_seconds": 60.0}
+    assert report["totals"]["stabilizer"]["repaired"] == 2
+    assert report["totals"]["optuna_tpe"]["repaired"] == 0
+    assert report["totals"]["stabilizer"]["healthy_kept"] == [True]
+    text = compare.render_markdown(report)
+    assert "| (e) stabilizer | 2/2 | yes |" in text
+    assert "### ctl" in text and "overall 1.111" in text
