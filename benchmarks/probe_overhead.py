@@ -32,7 +32,6 @@ from typing import Any, Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from stabilizer import SearchConfig, StabilityConfig  # noqa: E402
 from stabilizer.data import ProbeData, prepare_data  # noqa: E402

@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(backend: str, tmp_path: Path) -> dict:
-    script = tmp_path / f"{backend}.py"
+    script = tmp_path / f"search_on_{backend}.py"  # not "jax.py": it would shadow jax
     script.write_text(SCRIPT.format(tests=str(TESTS), out=str(tmp_path / backend)))
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
