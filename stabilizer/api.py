@@ -11,6 +11,7 @@ from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import prepare_data
 from stabilizer.drivers import make_driver
 from stabilizer.drivers._base import BaseDriver, TrialRecord
+from stabilizer.drivers._optuna import catch_interrupts, raise_if_interrupted
 from stabilizer.errors import ConfigError, SearchInterrupted
 from stabilizer.evaluation import Evaluation, Evaluator
 from stabilizer.model import replay_hyperparameters
@@ -94,15 +95,17 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
     evaluator = Evaluator(build_fn, probe_data, settings)
     baseline: Candidate | None = None
     try:
-        baseline = _baseline(driver, evaluator)
-        evaluator.reference_loss = baseline.components.reference_loss
-        if source is not None:
-            run_workers(workers, source, settings,
-                        records=driver.records,  # type: ignore[attr-defined]
-                        progress=progress)
-            records = driver.records()  # type: ignore[attr-defined]
-        else:
-            records = driver.run(evaluator)
+        with catch_interrupts():
+            baseline = _baseline(driver, evaluator)
+            evaluator.reference_loss = baseline.components.reference_loss
+            if source is not None:
+                run_workers(workers, source, settings,
+                            records=driver.records,  # type: ignore[attr-defined]
+                            progress=progress)
+                records = driver.records()  # type: ignore[attr-defined]
+            else:
+                records = driver.run(evaluator)
+            raise_if_interrupted()
     except KeyboardInterrupt as exc:
         partial, done = None, []
         if baseline is not None:

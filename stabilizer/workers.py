@@ -50,7 +50,7 @@ from typing import Any
 
 from stabilizer.config import SearchConfig
 from stabilizer.drivers._base import TrialRecord
-from stabilizer.drivers._optuna import _mask, open_storage
+from stabilizer.drivers._optuna import _mask, open_storage, raise_if_interrupted
 from stabilizer.errors import ConfigError, SearchAbortedError, StabilizerError
 
 __all__ = ["WorkerSource", "ObjectSource", "RunConfigSource", "run_workers",
@@ -188,6 +188,7 @@ def run_workers(workers: int, source: WorkerSource, settings: SearchConfig, *,
         try:
             while alive := [p.sentinel for p in processes if p.is_alive()]:
                 multiprocessing.connection.wait(alive, timeout=poll_seconds)
+                raise_if_interrupted()
                 _report_new(records(), seen, progress)
         except KeyboardInterrupt:
             _stop(processes)

@@ -31,10 +31,12 @@ from stabilizer.drivers._optuna import (
     OptunaDriver,
     TrialSeededSampler,
     _mask,
+    catch_interrupts,
     fail_lost_trials,
     infeasible_batch_sizes,
     open_storage,
     open_study,
+    raise_if_interrupted,
     this_worker,
 )
 from stabilizer.errors import ProbeFailedError, ProbeOutOfMemoryError, SearchInterrupted
@@ -181,6 +183,23 @@ def test_ctrl_c_fails_the_running_trial_as_interrupted_and_keeps_the_others(tmp_
     assert [r.state for r in records] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE",
                                           "COMPLETE", "COMPLETE"]
     assert [r.score for r in records[:2]] == [0.0, 1.0]
+
+
+def test_a_ctrl_c_that_python_drops_is_raised_again_at_the_next_check():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with catch_interrupts():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # what happens to it in a finalizer run by the garbage collector
+            with pytest.raises(KeyboardInterrupt):
+                raise_if_interrupted()
+            raise_if_interrupted()  # raised once
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        raise_if_interrupted()  # nothing outside the block
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _dead_pid() -> int:
@@ -473,7 +492,6 @@ def test_ctrl_c_keeps_finished_trials_and_returns_a_partial_result(small_digits,
 
 SIGINT_SCRIPT = textwrap.dedent("""
     import json, signal, sys
-    print(open("/proc/self/status").read(), file=sys.stderr)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     sys.path.insert(0, {tests!r})
     import scenarios

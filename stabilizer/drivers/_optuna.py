@@ -38,13 +38,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +69,8 @@ from stabilizer.space import SearchSpace
 
 __all__ = ["OptunaDriver", "StabilityPruner", "OptunaSuggester", "OptunaHyperParameters",
            "open_study", "open_storage", "journal_path", "records_from_study",
-           "record_from_trial", "infeasible_batch_sizes", "fail_lost_trials"]
+           "record_from_trial", "infeasible_batch_sizes", "fail_lost_trials",
+           "catch_interrupts", "raise_if_interrupted"]
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study user attribute prefix marking a batch size that ran out of memory.
@@ -286,6 +290,49 @@ def infeasible_batch_sizes(study: optuna.Study) -> dict[int, str]:
     return result
 
 
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+_sigint_seen = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _sigint_seen
+    _sigint_seen = True
+    signal.default_int_handler(signum, frame)
+
+
+@contextlib.contextmanager
+def catch_interrupts() -> Iterator[None]:
+    """Remember a Ctrl-C, so that one Python drops is raised again at the next safe point.
+
+    Python raises Ctrl-C's `KeyboardInterrupt` wherever the main thread is; when that
+    is a finalizer run by the garbage collector (frequent while TensorFlow builds and
+    drops graphs) the exception is printed as "ignored" and lost. Inside this block a
+    Ctrl-C is also recorded, and `raise_if_interrupted` (called between trials and
+    after each evaluation of a probe) raises it again. Only the default handler is
+    replaced, only in the main thread.
+    """
+    global _sigint_seen
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _sigint_seen = False
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _sigint_seen = False
+
+
+def raise_if_interrupted() -> None:
+    """Raise `KeyboardInterrupt` if a Ctrl-C came inside `catch_interrupts` and was lost."""
+    global _sigint_seen
+    if _sigint_seen:
+        _sigint_seen = False
+        raise KeyboardInterrupt
+
+
 # -- workers: who runs a trial, and whether that process is still alive ----------------------
 def _boot_id() -> str:
     try:
@@ -452,6 +499,7 @@ class OptunaDriver(BaseDriver):
         failures = _FailureCounter(self.settings.max_consecutive_failures)
         callbacks = [failures, *self._progress_callbacks()]
         while True:
+            raise_if_interrupted()
             fail_lost_trials(study)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in _DONE for t in trials)
@@ -518,11 +566,13 @@ class OptunaDriver(BaseDriver):
             raise SearchAbortedError(message)
 
         def report(step: int, value: float) -> bool:
+            raise_if_interrupted()
             trial.report(value, step)
             return trial.should_prune()
 
         try:
             evaluation = evaluator.evaluate(config, hp, report)
+            raise_if_interrupted()
         except ProbeOutOfMemoryError as exc:
             first_line = _mask(str(exc).splitlines()[0])[:500]
             trial.study.set_user_attr(f"{INFEASIBLE_PREFIX}{exc.batch_size}", first_line)
