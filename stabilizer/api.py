@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -23,18 +22,9 @@ from stabilizer.workers import ObjectSource, WorkerSource, run_workers, storage_
 
 __all__ = ["stabilize", "make_settings"]
 
-_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
-
-
 def make_settings(config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
     """`config` (or the defaults) with keyword overrides; unknown names are errors."""
-    unknown = sorted(set(overrides) - _FIELDS)
-    if unknown:
-        raise ConfigError(f"stabilize() got an unexpected argument {unknown[0]!r}; expected "
-                          f"one of {', '.join(sorted(_FIELDS))}")
-    base = config.to_dict() if config is not None else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return SearchConfig.from_dict(base)
+    return SearchConfig.with_overrides(config, overrides, "stabilize")
 
 
 def stabilize(build_fn: Callable[..., Any], data: Any, *,

@@ -272,6 +272,22 @@ class SearchConfig(_YamlMixin):
         if not isinstance(self.verbose, bool):
             raise ConfigError(f"verbose={self.verbose!r}: expected true or false")
 
+    @classmethod
+    def with_overrides(cls, config: SearchConfig | None, options: Mapping[str, Any],
+                       caller: str) -> SearchConfig:
+        """`config` (or the defaults) with keyword overrides from `caller()`.
+
+        Unknown names are errors naming the argument; None means "not given".
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ConfigError(f"{caller}() got an unexpected argument {unknown[0]!r}; expected "
+                              f"one of {', '.join(sorted(fields))}")
+        base = config.to_dict() if config is not None else {}
+        base.update({k: v for k, v in options.items() if v is not None})
+        return cls.from_dict(base)
+
     def resolved_storage(self) -> str:
         """The storage URL, defaulting to an SQLite file in `out_dir`."""
         if self.storage:

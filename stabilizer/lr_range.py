@@ -52,7 +52,6 @@ from stabilizer.probe import ProbePlan, run_probe
 
 __all__ = ["ExponentialRamp", "LRRangeResult", "analyse_lr_curve", "lr_range_test"]
 
-_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
 
 
 @keras.saving.register_keras_serializable(package="stabilizer")
@@ -231,13 +230,7 @@ def _with_ramp(build_fn: Callable[..., Any], ramp: ExponentialRamp,
 def settings_with(config: SearchConfig | None, options: dict[str, Any],
                   caller: str) -> SearchConfig:
     """`config` (or the defaults) with keyword overrides; unknown names are errors."""
-    unknown = sorted(set(options) - _FIELDS)
-    if unknown:
-        raise ConfigError(f"{caller}() got an unexpected argument {unknown[0]!r}; expected one "
-                          f"of {', '.join(sorted(_FIELDS))}")
-    base = config.to_dict() if config is not None else {}
-    base.update({k: v for k, v in options.items() if v is not None})
-    return SearchConfig.from_dict(base)
+    return SearchConfig.with_overrides(config, options, caller)
 
 
 def lr_range_test(build_fn: Callable[..., Any], data: Any, *, min_lr: float = 1e-6,
