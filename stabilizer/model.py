@@ -6,6 +6,9 @@ models. Subclassed models cannot be cloned that way; for them the documented
 fallback rewrites the layers in place: unbuilt layers get the new initializer
 before they build, built layers have their kernels re-drawn from it, and
 BatchNormalization momentum/epsilon are set on the layer (read at trace time).
+`initializer="auto"` also resets a negative constant bias initializer to zeros on
+ReLU-family layers: a bias of -0.5 switches most units off before the first step
+(dead ReLUs), which no kernel initializer can repair.
 `AppliedModel.changes` lists what was changed on which layer, and a requested
 change that reached no layer is listed in `AppliedModel.not_applied`: nothing
 is silently skipped.
@@ -32,7 +35,7 @@ from typing import Any
 import keras
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.errors import ConfigError, ModelError, ProbeFailedError
+from stabilizer.errors import ConfigError, ModelError, ProbeFailedError, StabilizerError
 
 __all__ = [
     "AppliedModel",
@@ -175,6 +178,8 @@ def call_build_fn(build_fn: Callable[..., Any], hp: Any = None) -> keras.Model:
     """Call the user's factory; its exceptions become `ProbeFailedError` with the traceback."""
     try:
         model = build_fn(hp) if hp is not None else build_fn()
+    except StabilizerError:
+        raise  # a wrapped factory (the LR range test's) already said what failed
     except Exception as exc:
         raise ProbeFailedError(
             f"build_fn raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}") from exc
@@ -189,6 +194,18 @@ def _initializer_for(config: StabilityConfig, activation: str) -> str | None:
     if config.initializer == "auto":
         return matched_initializer(activation)
     return config.initializer
+
+
+def _kills_units(config: StabilityConfig, bias_init: Any, activation: str) -> bool:
+    """True when `initializer="auto"` should reset this bias: a negative constant on ReLU."""
+    if config.initializer != "auto" or bias_init is None or activation_family(activation) != "relu":
+        return False
+    try:
+        init = keras.initializers.get(bias_init)
+    except (ValueError, TypeError):
+        return False
+    value = getattr(init, "value", None) if isinstance(init, keras.initializers.Constant) else None
+    return isinstance(value, (int, float)) and value < 0
 
 
 def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchConfig) -> AppliedModel:
@@ -206,6 +223,10 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
             layer_config["kernel_initializer"] = keras.initializers.serialize(
                 keras.initializers.get(init))
             changes.append(f"{layer.name}: kernel_initializer={init}")
+        if _kills_units(config, layer_config.get("bias_initializer"),
+                        activations.get(layer.name, "linear")):
+            layer_config["bias_initializer"] = "zeros"
+            changes.append(f"{layer.name}: bias_initializer=zeros (was a negative constant)")
         if isinstance(layer, keras.layers.BatchNormalization):
             for key in ("momentum", "epsilon"):
                 value = getattr(config, f"bn_{key}")
@@ -316,6 +337,13 @@ def _rewrite_in_place(model: keras.Model, config: StabilityConfig, activations: 
                 kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
             target.kernel_initializer = init
             changes.append(f"{layer.name}: kernel_initializer={init_name} (in place)")
+        if target is not None and _kills_units(config, getattr(target, "bias_initializer", None),
+                                               activations.get(layer.name, "linear")):
+            bias = getattr(target, "bias", None)
+            if bias is not None:
+                bias.assign(keras.ops.zeros(tuple(bias.shape), dtype=bias.dtype))
+            target.bias_initializer = keras.initializers.Zeros()
+            changes.append(f"{layer.name}: bias_initializer=zeros (in place)")
         if isinstance(layer, keras.layers.BatchNormalization):
             for key in ("momentum", "epsilon"):
                 value = getattr(config, f"bn_{key}")

@@ -82,6 +82,37 @@ def test_built_subclassed_kernels_are_redrawn_from_the_new_initializer():
     assert abs(kernel.mean()) < 1.0 and kernel.std() > 0.05
 
 
+def _biased(activation: str, bias: float) -> keras.Model:
+    init = keras.initializers.Constant(bias)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation=activation,
+                                                                    bias_initializer=init),
+                              keras.layers.Dense(2, bias_initializer=init)])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def test_auto_resets_a_negative_constant_bias_on_relu_layers_only():
+    applied = apply_config(_biased("relu", -0.5), StabilityConfig(initializer="auto"),
+                           SearchConfig())
+    hidden, output = (keras.ops.convert_to_numpy(layer.bias) for layer in applied.model.layers)
+    assert (hidden == 0).all() and (output == -0.5).all()  # the linear output keeps its bias
+    assert any("bias_initializer=zeros" in c for c in applied.changes)
+    for activation, bias, config in (("tanh", -0.5, "auto"), ("relu", 0.1, "auto"),
+                                     ("relu", -0.5, "he_normal"), ("relu", -0.5, "keep")):
+        kept = apply_config(_biased(activation, bias), StabilityConfig(initializer=config),
+                            SearchConfig())
+        assert (keras.ops.convert_to_numpy(kept.model.layers[0].bias) == bias).all()
+
+
+def test_auto_resets_the_bias_in_place_on_subclassed_models():
+    model = _subclassed()
+    model.hidden.bias_initializer = keras.initializers.Constant(-1.0)
+    model(keras.ops.zeros((1, 8)))
+    applied = apply_config(model, StabilityConfig(initializer="auto"), SearchConfig())
+    assert (keras.ops.convert_to_numpy(model.hidden.bias) == 0).all()
+    assert any("bias_initializer=zeros (in place)" in c for c in applied.changes)
+
+
 def test_a_change_that_reaches_no_layer_is_reported():
     applied = apply_config(scenarios.healthy_mlp(), StabilityConfig(bn_momentum=0.9),
                            SearchConfig())
