@@ -7,20 +7,21 @@ from collections.abc import Callable
 from typing import Any
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.data import prepare_data
+from stabilizer.data import ProbeData, prepare_data
+from stabilizer.diagnosis import Diagnosis, diagnose
 from stabilizer.drivers import make_driver
 from stabilizer.drivers._base import BaseDriver, TrialRecord
 from stabilizer.drivers._optuna import catch_interrupts, raise_if_interrupted
 from stabilizer.errors import ConfigError, SearchInterrupted
-from stabilizer.evaluation import Evaluation, Evaluator
+from stabilizer.evaluation import Evaluation, Evaluator, summarize_trace
 from stabilizer.model import replay_hyperparameters
 from stabilizer.probe import batch_size_of
 from stabilizer.result import Candidate, StabilityResult
-from stabilizer.scoring import ScoreComponents
+from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.space import SearchSpace, load_space
 from stabilizer.workers import ObjectSource, WorkerSource, run_workers, storage_for_workers
 
-__all__ = ["stabilize", "make_settings"]
+__all__ = ["stabilize", "make_settings", "run_search"]
 
 def make_settings(config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
     """`config` (or the defaults) with keyword overrides; unknown names are errors."""
@@ -77,17 +78,38 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
                              study_name=study_name, **options)
     settings = storage_for_workers(settings, workers)
     space_obj = space_obj or load_space(settings.space)
+    source = (worker_source or ObjectSource(build_fn, data, space_obj)) if workers > 1 else None
+    return run_search(build_fn, data, space_obj, settings, progress=progress,
+                      workers=workers, source=source)
+
+
+def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
+               settings: SearchConfig, *, progress: Callable[[TrialRecord], None] | None = None,
+               workers: int = 1, source: WorkerSource | None = None,
+               diagnose_after: bool = True) -> StabilityResult:
+    """The search behind `stabilize()`, on validated settings (also each worker's body).
+
+    Order: the baseline (the user's configuration: diagnosed when
+    `settings.diagnose`, its probes scored like any candidate; stored, so a resumed
+    search does not probe it again), the space focused by the diagnosis, the
+    diagnosis's first trial queued, the trials (here or in `workers` processes),
+    then the chosen configuration diagnosed on the same seeds (the "after").
+    """
     probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
     batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
-    source = (worker_source or ObjectSource(build_fn, data, space_obj)) if workers > 1 else None
-    driver = make_driver(settings, space_obj)
+    driver = make_driver(settings, space)
     driver.progress = progress
     evaluator = Evaluator(build_fn, probe_data, settings)
     baseline: Candidate | None = None
+    before: Diagnosis | None = None
     try:
         with catch_interrupts():
-            baseline = _baseline(driver, evaluator)
+            baseline, before, fresh = _baseline(driver, evaluator, build_fn)
             evaluator.reference_loss = baseline.components.reference_loss
+            if before is not None:
+                driver.space = before.focus(space)
+                if fresh and not before.healthy:
+                    driver.enqueue_first(before.first_trial(space))
             if source is not None:
                 run_workers(workers, source, settings,
                             records=driver.records,  # type: ignore[attr-defined]
@@ -96,37 +118,83 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
+            result = _result(records, baseline, before, settings, space, driver, build_fn)
+            if diagnose_after and settings.diagnose and settings.diagnose_after:
+                result.after = _after(driver, result, build_fn, probe_data)
+                raise_if_interrupted()
     except KeyboardInterrupt as exc:
         partial, done = None, []
         if baseline is not None:
             done = getattr(driver, "records", lambda: [])()
-            partial = StabilityResult(
-                best=_choose_best(done, baseline), baseline=baseline, trials=done,
-                settings=settings, space_name=space_obj.name, study_name=settings.study_name,
-                storage=driver.storage_label(), build_fn=build_fn)
+            partial = _result(done, baseline, before, settings, space, driver, build_fn)
         finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
         raise SearchInterrupted(
             f"search interrupted; {finished} finished trials kept in study "
             f"{settings.study_name!r} ({driver.storage_label()}): run the same search again "
             "to resume", partial) from exc
+    return result
+
+
+def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,
+            settings: SearchConfig, space: SearchSpace, driver: BaseDriver,
+            build_fn: Callable[..., Any]) -> StabilityResult:
     return StabilityResult(
         best=_choose_best(records, baseline), baseline=baseline, trials=records,
-        settings=settings, space_name=space_obj.name, study_name=settings.study_name,
-        storage=driver.storage_label(), build_fn=build_fn)
+        settings=settings, space_name=space.name, study_name=settings.study_name,
+        storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
+        focus_notes=before.focus_notes(space) if before is not None else [])
 
 
-def _baseline(driver: BaseDriver, evaluator: Evaluator) -> Candidate:
-    """The user's own configuration, probed like any candidate (stored, not redone)."""
+def _baseline(driver: BaseDriver, evaluator: Evaluator, build_fn: Callable[..., Any]
+              ) -> tuple[Candidate, Diagnosis | None, bool]:
+    """The user's own configuration, probed like any candidate (stored, not redone).
+
+    With `settings.diagnose` the probes are the diagnosis's own (same seeds, same
+    length), so diagnosing costs only its forward checks and the LR range test.
+    Returns the candidate, the diagnosis (None when not diagnosing) and whether
+    this call probed it (False: read back from the store).
+    """
+    settings = evaluator.settings
     stored = driver.load_baseline()
+    fresh = stored is None
     if stored is None:
-        hp = replay_hyperparameters({}) if evaluator.uses_hp else None
-        evaluation: Evaluation = evaluator.evaluate(StabilityConfig(), hp)
-        assert evaluation.components is not None
-        stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
-                  "user_params": dict(hp.values) if hp is not None else {}}
+        if settings.diagnose:
+            before = diagnose(build_fn, evaluator.data, config=settings, seeds=settings.seeds,
+                              lr_range_steps=settings.probe_steps)
+            traces = before.traces
+            stored = {"components": score_traces(traces).to_dict(),
+                      "curves": [summarize_trace(t) for t in traces],
+                      "user_params": before.hp_values, "diagnosis": before.to_dict()}
+        else:
+            hp = replay_hyperparameters({}) if evaluator.uses_hp else None
+            evaluation: Evaluation = evaluator.evaluate(StabilityConfig(), hp)
+            assert evaluation.components is not None
+            stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
+                      "user_params": dict(hp.values) if hp is not None else {}}
         driver.save_baseline(stored)
     components = ScoreComponents.from_dict(_restore_nan(stored["components"]))
-    return Candidate(StabilityConfig(), components, stored["curves"], stored["user_params"])
+    diagnosis = stored.get("diagnosis") if settings.diagnose else None
+    return (Candidate(StabilityConfig(), components, stored["curves"], stored["user_params"]),
+            Diagnosis.from_dict(diagnosis) if diagnosis else None, fresh)
+
+
+def _after(driver: BaseDriver, result: StabilityResult, build_fn: Callable[..., Any],
+           data: ProbeData) -> Diagnosis | None:
+    """The chosen configuration diagnosed on the baseline's seeds (stored per trial).
+
+    When the baseline was kept, "after" is the baseline's own diagnosis.
+    """
+    if not result.improved:
+        return result.diagnosis
+    key = f"diagnosis_after_{result.best.trial_number}"
+    stored = driver.load_attr(key)
+    if stored is not None:
+        return Diagnosis.from_dict(stored)
+    best = result.best
+    after = diagnose(build_fn, data, config=result.settings, seeds=result.settings.seeds,
+                     candidate=best.config, hp_values=best.user_params, lr_range=False)
+    driver.save_attr(key, after.to_dict())
+    return after
 
 
 def _restore_nan(data: dict[str, Any]) -> dict[str, Any]:

@@ -317,9 +317,26 @@ def load_result(study_name: str, storage: str) -> Any:
     records = records_from_study(study)
     space = attrs.get("space_name") or (settings.space if isinstance(settings.space, str)
                                         else "custom")
-    return StabilityResult(best=_choose_best(records, baseline), baseline=baseline,
-                           trials=records, settings=settings, space_name=space,
-                           study_name=study_name, storage=label)
+    result = StabilityResult(best=_choose_best(records, baseline), baseline=baseline,
+                             trials=records, settings=settings, space_name=space,
+                             study_name=study_name, storage=label)
+    if stored.get("diagnosis"):
+        from stabilizer.diagnosis import Diagnosis
+
+        result.diagnosis = Diagnosis.from_dict(stored["diagnosis"])
+        if isinstance(settings.space, str):
+            from stabilizer.space import load_space
+
+            try:
+                result.focus_notes = result.diagnosis.focus_notes(load_space(settings.space))
+            except ConfigError:
+                pass  # a space file that moved: the notes are only a summary
+        after = attrs.get(f"diagnosis_after_{result.best.trial_number}")
+        if not result.improved:
+            result.after = result.diagnosis
+        elif after:
+            result.after = Diagnosis.from_dict(after)
+    return result
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -361,7 +378,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     progress.note(f"study {settings.study_name!r} ({_mask(settings.resolved_storage())}): "
                   f"{progress.done} of {settings.trials} trials done")
     if not baseline_stored:
-        progress.note("probing your own configuration (the baseline) ...")
+        progress.note("diagnosing your own configuration (the baseline) ..." if settings.diagnose
+                      else "probing your own configuration (the baseline) ...")
     progress.show()
     try:
         result = stabilize(prepared.build_fn, prepared.data, space=prepared.space,

@@ -147,7 +147,8 @@ class StabilityConfig(_YamlMixin):
 
     initializer: str = _field(
         "keep", "'keep', 'auto' (He for ReLU family, Glorot for tanh/sigmoid, LeCun for "
-        "SELU) or a Keras initializer name applied to every kernel")
+        "SELU; a negative constant bias on a ReLU layer is reset to zeros) or a Keras "
+        "initializer name applied to every kernel")
     learning_rate: float | None = _field(None, "initial learning rate; None keeps the user's")
     lr_schedule: str = _field("keep", f"one of {', '.join(LR_SCHEDULES)}")
     decay_rate: float | None = _field(
@@ -232,6 +233,12 @@ class SearchConfig(_YamlMixin):
     optimizer: str = _field("adam", "optimizer for an uncompiled model (a Keras name)")
     metrics: list[str] = _field([], "metrics for an uncompiled model")
     verbose: bool = _field(False, "print one line per finished trial")
+    diagnose: bool = _field(
+        True, "diagnose the user's configuration first (its probes are the baseline, plus "
+        "an LR range test) and focus the space on what it finds")
+    diagnose_after: bool = _field(
+        True, "diagnose the chosen configuration after the search on the same seeds, for "
+        "the before/after comparison (costs one more candidate's probes)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, (str, dict)):
@@ -269,8 +276,9 @@ class SearchConfig(_YamlMixin):
         if not isinstance(self.metrics, (list, tuple)) or not all(isinstance(m, str) for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r}: expected a list of metric names")
         self.metrics = list(self.metrics)
-        if not isinstance(self.verbose, bool):
-            raise ConfigError(f"verbose={self.verbose!r}: expected true or false")
+        for name in ("verbose", "diagnose", "diagnose_after"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected true or false")
 
     @classmethod
     def with_overrides(cls, config: SearchConfig | None, options: Mapping[str, Any],

@@ -710,14 +710,15 @@ class _SeedMonitor:
     def _forward(self, model: keras.Model) -> dict[str, Any]:
         x, y = self.sample  # type: ignore[misc]
         out: dict[str, Any] = {}
+        chunk = 2 * self.batch_size  # training fits this batch, so inference fits twice it
         if self._probe is None:
-            prediction = _numpy(model(x, training=False))
+            prediction = _numpy(_in_chunks(model, x, chunk))
             if prediction is not None:
                 self.predictions = prediction
                 if y is not None:
                     out["loss_dispersion"] = _loss_dispersion(model, y, prediction)
         else:
-            values = self._probe(x, training=False)
+            values = _in_chunks(self._probe, x, chunk)
             values = list(values) if isinstance(values, (list, tuple)) else [values]
             arrays = [ops.convert_to_numpy(v).astype(np.float64) for v in values]
             if not all(np.isfinite(a).all() for a in arrays):
@@ -746,6 +747,17 @@ class _SeedMonitor:
             else:
                 out["bn_gap"] = gap
         return out
+
+
+def _in_chunks(model: keras.Model, x: Any, size: int) -> Any:
+    """`model(x, training=False)` in slices of `size` samples, joined (same structure)."""
+    n = len(keras.tree.flatten(x)[0])
+    parts = [model(keras.tree.map_structure(lambda a, i=i: a[i:i + size], x), training=False)
+             for i in range(0, n, max(1, size))]
+    if len(parts) == 1:
+        return parts[0]
+    return keras.tree.map_structure(
+        lambda *arrays: np.concatenate([ops.convert_to_numpy(a) for a in arrays]), *parts)
 
 
 def _loss_dispersion(model: keras.Model, y: Any, prediction: np.ndarray) -> float:
@@ -958,6 +970,12 @@ class Diagnosis:
     lr_range: LRRangeResult | None = None
     user_lr: float | None = None
     seconds: float = 0.0
+    #: What a KerasTuner-style `build_fn(hp)`'s hyperparameters took (empty otherwise).
+    hp_values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The probes themselves (one per seed; not serialised): `stabilize()` scores
+    #: the baseline from them instead of probing the same configuration twice.
+    traces: list[ProbeTrace] = dataclasses.field(default_factory=list, repr=False,
+                                                 compare=False)
 
     # -- queries ----------------------------------------------------------------
     def __contains__(self, code: str) -> bool:
@@ -1001,7 +1019,25 @@ class Diagnosis:
             "epochs": self.epochs,
             "initializers": self.initializers,
             "lr_range": self.lr_range.to_dict() if self.lr_range is not None else None,
+            "hp_values": self.hp_values,
         })
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
+        """The inverse of `to_dict` (as stored on a study), without the traces."""
+        findings = [Finding(**{**f, "dimensions": tuple(f.get("dimensions") or ())})
+                    for f in data.get("findings") or []]
+        lr = data.get("lr_range")
+        return cls(findings=findings, config=StabilityConfig.from_dict(data.get("config") or {}),
+                   seeds=list(data.get("seeds") or []), steps=int(data.get("steps") or 0),
+                   batch_size=int(data.get("batch_size") or 0),
+                   thresholds=resolve_thresholds(data.get("thresholds")),
+                   per_seed=list(data.get("per_seed") or []),
+                   epochs=list(data.get("epochs") or []),
+                   initializers=list(data.get("initializers") or []),
+                   lr_range=LRRangeResult.from_dict(lr) if lr else None,
+                   user_lr=data.get("user_lr"), seconds=float(data.get("seconds") or 0.0),
+                   hp_values=dict(data.get("hp_values") or {}))
 
     def _header(self) -> str:
         what = self.config.describe()
@@ -1102,14 +1138,13 @@ class Diagnosis:
         The first choice of every focused categorical dimension, the range test's
         suggested learning rate (clipped to the range) and the geometric middle of
         the other ranges; conditional children only where their parent needs them.
+        Dimensions that are not searched (fixed, or a single choice) are left out.
         """
         focused = self.focus(space)
         params: dict[str, Any] = {}
         for key, dim in focused.dimensions.items():
-            if isinstance(dim, Choice):
+            if isinstance(dim, Choice) and len(dim.values) > 1:
                 params[key] = dim.values[0]
-            elif isinstance(dim, Fixed):
-                params[key] = dim.value
             elif isinstance(dim, FloatRange):
                 middle = math.sqrt(dim.low * dim.high) if dim.log and dim.low > 0 \
                     else (dim.low + dim.high) / 2
@@ -1119,8 +1154,10 @@ class Diagnosis:
         parents = {"decay_rate": ("lr_schedule", ("exponential",)),
                    "warmup_fraction": ("lr_schedule", ("warmup_cosine",)),
                    "clip_value": ("clipping", ("norm", "value", "global_norm"))}
+        values = {k: d.value if isinstance(d, Fixed) else d.values[0] if isinstance(d, Choice)
+                  else None for k, d in focused.dimensions.items()}
         for child, (parent, needs) in parents.items():
-            if child in params and params.get(parent) not in needs:
+            if child in params and params.get(parent, values.get(parent)) not in needs:
                 del params[child]
         return params
 
@@ -1337,7 +1374,8 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         findings=findings, config=candidate, seeds=seed_list, steps=steps,
         batch_size=actual_batch, thresholds=th, per_seed=builder.per_seed,
         epochs=[m.records for m in monitors], initializers=monitors[0].static_layers,
-        lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start)
+        lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
+        hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
 
 
 def _add_update_ratios(records: list[dict[str, Any]], trace: ProbeTrace, plan: ProbePlan) -> None:

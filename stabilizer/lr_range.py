@@ -113,6 +113,18 @@ class LRRangeResult:
         out["steps_done"] = self.steps_done
         return _clean(out)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LRRangeResult:
+        """The inverse of `to_dict` (None, a non-finite number there, reads as NaN)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for key in ("learning_rates", "losses", "smoothed"):
+            values[key] = np.asarray([np.nan if v is None else v for v in values.get(key) or []],
+                                     dtype=np.float64)
+        if values.get("min_loss") is None:
+            values["min_loss"] = float("nan")
+        return cls(**values)
+
     def to_text(self) -> str:
         blow = f"{self.blowup_lr:.3g}" if self.blowup_lr is not None \
             else f"none up to {self.max_lr:g}"

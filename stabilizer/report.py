@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stabilizer.diagnosis import _clean
 from stabilizer.drivers._base import TrialRecord
 from stabilizer.drivers._optuna import _mask
 from stabilizer.result import Candidate, StabilityResult
@@ -449,6 +450,10 @@ def summary_dict(result: StabilityResult) -> dict[str, Any]:
         "states": _state_counts(result.trials),
         "settings": settings,
         "summary": result.summary(),
+        "diagnosis": result.diagnosis.to_dict() if result.diagnosis is not None else None,
+        "focus": result.focus_notes,
+        "after": result.after.to_dict() if result.after is not None else None,
+        "before_after": _clean(result.before_after()),
     }
 
 
@@ -499,6 +504,7 @@ def html_report(result: StabilityResult) -> str:
                 parts.append(f"<img alt='{esc(alt)}' src='data:image/png;base64,{_png(fig)}'>")
             if note:
                 parts.append(f"<p class='note'>{esc(note)}</p>")
+    parts.append(_diagnosis_html(result))
     parts.append("<h2>Trials</h2>" + _table_html(result))
     failed = [t for t in result.trials if t.state == "FAIL" and t.error]
     if failed:
@@ -506,6 +512,33 @@ def html_report(result: StabilityResult) -> str:
             f"<li>trial {t.number}: <code>{esc(_last_line(t.error or ''))}</code></li>"
             for t in failed) + "</ul>")
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _diagnosis_html(result: StabilityResult) -> str:
+    """Before/after table, the focus notes and both diagnoses with their evidence."""
+    esc = html.escape
+    if result.diagnosis is None:
+        return ("<h2>Diagnosis</h2><p class='note'>the search ran without a diagnosis "
+                "(SearchConfig.diagnose=false)</p>")
+    parts = []
+    rows = result.before_after()
+    if rows:
+        body = "".join(
+            f"<tr><td>{esc(r['code'])}</td><td>{esc(r['title'])}</td>"
+            f"<td>{esc(r['before'] or '-')}</td><td>{esc(r['after'] or '-')}</td></tr>"
+            for r in rows)
+        parts.append("<h2>Before / after</h2><table><thead><tr><th>finding</th><th>title</th>"
+                     f"<th>your configuration</th><th>chosen</th></tr></thead><tbody>{body}"
+                     "</tbody></table>")
+    if result.focus_notes:
+        parts.append("<p>Space focused by the diagnosis: "
+                     + esc("; ".join(result.focus_notes)) + "</p>")
+    parts.append(result.diagnosis.html_section().replace(
+        "<h2>Diagnosis</h2>", "<h2>Diagnosis of your configuration (before)</h2>", 1))
+    if result.after is not None and result.improved:
+        parts.append(result.after.html_section().replace(
+            "<h2>Diagnosis</h2>", "<h2>Diagnosis of the chosen configuration (after)</h2>", 1))
     return "\n".join(parts)
 
 

@@ -9,7 +9,7 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -27,6 +27,9 @@ from stabilizer.model import (
     resolve_build_fn,
 )
 from stabilizer.scoring import ScoreComponents
+
+if TYPE_CHECKING:
+    from stabilizer.diagnosis import Diagnosis
 
 __all__ = ["StabilityResult", "Candidate", "TrialTable"]
 
@@ -57,6 +60,9 @@ class StabilityResult:
     `best` is the highest-scoring candidate among the completed trials and the
     baseline (the user's own configuration, probed the same way). `trials` holds
     every trial with its score components; `table()` and `to_csv()` tabulate them.
+    `diagnosis` is what the baseline's diagnosis found (the "before"), `after`
+    the chosen configuration's on the same seeds, `before_after()` the two side
+    by side, and `focus_notes` how the findings narrowed the space.
     """
 
     best: Candidate
@@ -67,6 +73,9 @@ class StabilityResult:
     study_name: str
     storage: str
     build_fn: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+    diagnosis: Diagnosis | None = dataclasses.field(default=None, repr=False)
+    after: Diagnosis | None = dataclasses.field(default=None, repr=False)
+    focus_notes: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.trials = TrialTable(self.trials)
@@ -128,6 +137,32 @@ class StabilityResult:
         hp = replay_hyperparameters(self.best.user_params) if uses_hp else None
         return apply_config(call_build_fn(fn, hp), self.best_config, self.settings)
 
+    # -- before / after ------------------------------------------------------------
+    def before_after(self) -> list[dict[str, Any]]:
+        """One row per finding of either diagnosis: its severity before and after.
+
+        Empty when the search ran without diagnosis (`SearchConfig.diagnose`) or
+        without the diagnosis of the chosen configuration (`diagnose_after`).
+        """
+        if self.diagnosis is None or self.after is None:
+            return []
+        return self.diagnosis.compare(self.after)
+
+    def _diagnosis_lines(self) -> list[str]:
+        if self.diagnosis is None:
+            return []
+        lines = [f"diagnosis of your configuration: {_findings_line(self.diagnosis)}"]
+        if self.focus_notes:
+            lines.append(f"space focused: {'; '.join(self.focus_notes)}")
+        if self.after is not None:
+            what = "the chosen configuration" if self.improved else "the baseline (kept)"
+            lines.append(f"diagnosis of {what}: {_findings_line(self.after)}")
+            changed = [f"{r['code']} {r['before'] or '-'} -> {r['after'] or '-'}"
+                       for r in self.before_after() if r["before"] != r["after"]]
+            if changed:
+                lines.append(f"before -> after: {', '.join(changed)}")
+        return lines
+
     # -- tables and display --------------------------------------------------------
     def table(self) -> list[dict[str, Any]]:
         """One row per trial (the baseline first, as number -1)."""
@@ -158,6 +193,7 @@ class StabilityResult:
             f"{_fmt(c.final_val_loss)}, seed spread {_fmt(c.seed_spread)}"
             + (f" [trial {self.best.trial_number}]" if self.improved else " [baseline kept]"),
             f"config:   {self.best_config.describe()}",
+            *self._diagnosis_lines(),
         ]
         return "\n".join(lines)
 
@@ -215,6 +251,13 @@ def _cell(value: Any) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _findings_line(diagnosis: Diagnosis) -> str:
+    above = diagnosis.above("info")
+    if not above:
+        return "no finding above info"
+    return ", ".join(f"{f.code} ({f.severity})" for f in above)
 
 
 def _state_counts(trials: list[TrialRecord]) -> str:

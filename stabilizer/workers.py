@@ -147,10 +147,13 @@ def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     code = 0
     try:
-        from stabilizer.api import stabilize
+        from stabilizer.api import run_search
+        from stabilizer.space import load_space
 
         build_fn, data, space = source.load()
-        stabilize(build_fn, data, space=space, config=SearchConfig.from_dict(settings))
+        # The calling process diagnoses the chosen configuration once all are done.
+        run_search(build_fn, data, load_space(space), SearchConfig.from_dict(settings),
+                   diagnose_after=False)
     except KeyboardInterrupt:
         code = 130
     except StabilizerError as exc:

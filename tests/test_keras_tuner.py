@@ -31,7 +31,9 @@ from stabilizer.drivers._keras_tuner import (
 from stabilizer.scoring import DIVERGED_SCORE
 from stabilizer.space import Choice, FloatRange, load_space
 
-PROBE = dict(probe_steps=20, evaluations=2, seeds=1)
+# diagnose=False: the build counts below assume the baseline is one build (one seed);
+# the per-tuner test turns the diagnosis back on.
+PROBE = dict(probe_steps=20, evaluations=2, seeds=1, diagnose=False)
 
 
 def project(tmp_path: Path, study: str) -> Path:
@@ -71,7 +73,7 @@ def test_each_tuner_finishes_and_returns_an_applicable_configuration(tuner, smal
     budget = 4 if tuner == "bayesian" else 3  # bayesian: 2 random starts, then the GP
     result = stabilize(scenarios.relu_lr_one, small_digits, space="quick", budget=budget,
                        driver="keras_tuner", tuner=tuner, out_dir=str(tmp_path),
-                       study_name=tuner, **PROBE)
+                       study_name=tuner, **{**PROBE, "diagnose": True})
     assert isinstance(result, StabilityResult)
     assert [t.state for t in result.trials] == ["COMPLETE"] * budget
     assert result.storage == str(project(tmp_path, tuner))
@@ -84,6 +86,7 @@ def test_each_tuner_finishes_and_returns_an_applicable_configuration(tuner, smal
     # Adam at 1.0 diverges; the quick space's learning rates (<= 1e-2) do not.
     assert result.baseline.components.diverged
     assert result.improved and not result.components.diverged
+    assert "diverged" in result.diagnosis and result.after.config == result.best_config
     best = result.best_config
     model = result.build_model()
     assert model.compiled and isinstance(model.optimizer, keras.optimizers.Adam)

@@ -442,8 +442,10 @@ def test_a_data_pipeline_error_fails_trials_with_the_traceback_then_stops(small_
         return scenarios.healthy_mlp()
 
     with pytest.raises(SearchAbortedError, match="2 trials failed in a row") as info:
+        # diagnose=False: the baseline is then exactly one build (the diagnosis builds more)
         stabilize(build, (train, val), space="quick", budget=3, seeds=1, probe_steps=6,
-                  evaluations=2, out_dir=str(tmp_path), max_consecutive_failures=2)
+                  evaluations=2, out_dir=str(tmp_path), max_consecutive_failures=2,
+                  diagnose=False)
     assert "OSError: cannot read shard" in str(info.value)
     study = optuna.load_study(study_name="stabilizer", storage=f"sqlite:///{tmp_path}/"
                                                                "stabilizer.db")
@@ -475,8 +477,9 @@ def test_ctrl_c_keeps_finished_trials_and_returns_a_partial_result(small_digits,
             raise KeyboardInterrupt
         return scenarios.healthy_mlp()
 
+    # diagnose=False: the baseline is then exactly one build (the diagnosis builds more)
     options = dict(space="quick", budget=3, seeds=1, probe_steps=6, evaluations=2,
-                   out_dir=str(tmp_path), prune=False)
+                   out_dir=str(tmp_path), prune=False, diagnose=False)
     with pytest.raises(SearchInterrupted, match="1 finished trials kept") as info:
         stabilize(build, small_digits, **options)
     partial = info.value.result

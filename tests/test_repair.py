@@ -78,9 +78,9 @@ def _spread(losses: list[float], floor: float) -> float:
 def _check_repair(build_fn, user_batch: int, tmp_path, known_spread_gap: bool = False,
                   check: Callable[[StabilityResult], None] | None = None) -> StabilityResult:
     x, y = scenarios.digits()
-    result = stabilize(build_fn, (x, y), space="default", budget=8, seeds=3,
+    result = stabilize(build_fn, (x, y), space="default", budget=6, seeds=2,
                        probe_steps=PROBE_STEPS, evaluations=4, batch_size=user_batch,
-                       out_dir=str(tmp_path), seed=0)
+                       out_dir=str(tmp_path), seed=0, diagnose_after=False)
     assert result.baseline.components.verdict != "stable", result.summary()
     assert result.improved and result.components.verdict == "stable", result.summary()
     if check is not None:

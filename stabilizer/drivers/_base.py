@@ -43,6 +43,7 @@ class BaseDriver(abc.ABC):
     """
 
     _baseline: dict[str, Any] | None = None
+    _attrs: dict[str, Any] | None = None
     #: Called with each trial's record as soon as it finishes (progress display).
     progress: Callable[[TrialRecord], None] | None = None
 
@@ -55,6 +56,21 @@ class BaseDriver(abc.ABC):
 
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._baseline = record
+
+    def load_attr(self, key: str) -> Any:
+        """A JSON value stored next to the trials under `key` (None when absent)."""
+        return (self._attrs or {}).get(key)
+
+    def save_attr(self, key: str, value: Any) -> None:
+        self._attrs = {**(self._attrs or {}), key: value}
+
+    def enqueue_first(self, params: dict[str, Any]) -> bool:
+        """Ask for `params` as the first trial of a search that has none yet.
+
+        Returns True when the driver queued it; drivers that cannot (KerasTuner's
+        oracles) return False and search as usual.
+        """
+        return False
 
     def storage_label(self) -> str:
         """Where the trials live, safe to print (no password)."""

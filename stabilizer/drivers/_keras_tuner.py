@@ -298,6 +298,15 @@ class KerasTunerDriver(BaseDriver):
         self._check_project()
         _write_json(self.project_dir / _BASELINE, record)
 
+    def load_attr(self, key: str) -> Any:
+        self._check_project()
+        path = self.project_dir / f"{key}.json"
+        return _read_json(path) if path.is_file() else None
+
+    def save_attr(self, key: str, value: Any) -> None:
+        self._check_project()
+        _write_json(self.project_dir / f"{key}.json", value)
+
     def _check_project(self) -> None:
         """Refuse to resume a project made with another tuner or space; else mark it ours."""
         if self._checked:

@@ -485,6 +485,19 @@ class OptunaDriver(BaseDriver):
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._study().set_user_attr("baseline", record)
 
+    def load_attr(self, key: str) -> Any:
+        return self._study().user_attrs.get(key)
+
+    def save_attr(self, key: str, value: Any) -> None:
+        self._study().set_user_attr(key, value)
+
+    def enqueue_first(self, params: dict[str, Any]) -> bool:
+        study = self._study()
+        if study.get_trials(deepcopy=False):
+            return False
+        study.enqueue_trial(params, user_attrs={"origin": "diagnosis"}, skip_if_exists=True)
+        return True
+
     def storage_label(self) -> str:
         return _mask(self.settings.resolved_storage())
 
@@ -639,10 +652,10 @@ class _FailureCounter:
 
 
 def records_from_study(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of the study as a `TrialRecord` (surplus trials, which ran no probe, left
-    out)."""
+    """Every trial of the study as a `TrialRecord` (surplus trials, which ran no probe, and
+    queued trials that have not started, left out)."""
     return [record_from_trial(t) for t in study.get_trials(deepcopy=False)
-            if "surplus" not in t.user_attrs]
+            if "surplus" not in t.user_attrs and t.state != TrialState.WAITING]
 
 
 def record_from_trial(t: FrozenTrial) -> TrialRecord:
