@@ -14,7 +14,9 @@ own seeded 80/20 train/validation split, the one `stabilize()` makes). Methods:
 (d) ``lr_range_test``: `stabilizer.lr_range.lr_range_test` (learning rate ramped
     from 1e-6 to 10 over one candidate's probe steps) picks the learning rate
     (``suggested_lr``: a tenth of the largest stable one); everything else is kept.
-(e) ``stabilizer``: `stabilize()` with the scenario's space.
+(e) ``stabilizer``: `stabilize()` with the scenario's space: the baseline diagnosed
+    first (its probes plus an LR range test), the space focused on the findings,
+    then the search (one trial fewer, for the range test's steps).
 
 Budget: the stabilizer probes the baseline and ``trials`` candidates on ``seeds``
 seeds of ``probe_steps`` steps, so every search gets ``(trials + 1) * seeds *
@@ -207,19 +209,32 @@ def lr_range(build_fn: Any, space: Any, settings: Any, data: Any, workdir: Path)
 
 def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any,
                       workdir: Path) -> Outcome:
-    """(e): `stabilize()`; also measures the search's own overhead."""
+    """(e): `stabilize()`; also measures the search's own overhead.
+
+    The diagnosis of the baseline adds an LR range test of ``probe_steps`` steps,
+    so the stabilizer runs one trial fewer than the budget allows (a trial is
+    ``seeds * probe_steps`` steps, at least the range test's). The diagnosis of the
+    chosen configuration (`diagnose_after`) does not change the choice and is
+    left out here.
+    """
     from stabilizer import stabilize
 
     start = time.perf_counter()
-    result = stabilize(build_fn, data_arrays, space=settings.space, budget=settings.trials,
-                       seeds=settings.seeds, probe_steps=settings.probe_steps,
-                       evaluations=settings.evaluations, batch_size=settings.batch_size,
-                       out_dir=str(workdir), study_name="stabilizer", seed=settings.seed)
+    result = stabilize(build_fn, data_arrays, space=settings.space,
+                       budget=max(1, settings.trials - 1), seeds=settings.seeds,
+                       probe_steps=settings.probe_steps, evaluations=settings.evaluations,
+                       batch_size=settings.batch_size, out_dir=str(workdir),
+                       study_name="stabilizer", seed=settings.seed, diagnose_after=False)
     wall = time.perf_counter() - start
     curves = list(result.baseline.curves) + [c for t in result.trials for c in t.curves]
     probe_seconds = sum(float(c.get("seconds") or 0.0) for c in curves)
-    return Outcome(result.best_config, wall, sum(int(c.get("steps") or 0) for c in curves),
-                   len(result.trials) + 1, result=result, detail={
+    steps = sum(int(c.get("steps") or 0) for c in curves)
+    lr_test = result.diagnosis.lr_range if result.diagnosis is not None else None
+    if lr_test is not None:  # a training run like the probes
+        probe_seconds += lr_test.seconds
+        steps += lr_test.steps_done
+    return Outcome(result.best_config, wall, steps, len(result.trials) + 1, result=result,
+                   detail={
                        "probe_seconds": probe_seconds,
                        "search_overhead": wall / probe_seconds if probe_seconds else None,
                        "overhead_per_probe_s": (wall - probe_seconds) / max(1, len(curves)),
@@ -227,6 +242,9 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
                        "score": _finite(result.score),
                        "baseline_score": _finite(result.baseline.score),
                        "verdict": result.components.verdict,
+                       "findings": result.diagnosis.codes("warning")
+                       if result.diagnosis is not None else [],
+                       "focus": result.focus_notes,
                        "states": [t.state for t in result.trials]})
 
 

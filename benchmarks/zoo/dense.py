@@ -52,7 +52,7 @@ def sgd_momentum_oscillation() -> keras.Model:
 
 
 def batchnorm_mlp() -> keras.Model:
-    """Dense + BatchNormalization + ReLU blocks with Adam 1e-2, trained at batch size 4."""
+    """Dense + BatchNormalization + ReLU blocks with Adam 1e-2, trained at batch size 2."""
     return _classifier([keras.layers.Dense(32), keras.layers.BatchNormalization(),
                         keras.layers.Activation("relu"),
                         keras.layers.Dense(32), keras.layers.BatchNormalization(),
@@ -96,9 +96,9 @@ SCENARIOS = [
     Scenario("oscillating_sgd_momentum", "oscillating loss",
              "tanh MLP, SGD at learning rate 0.3 with momentum 0.99",
              sgd_momentum_oscillation, digits),
-    Scenario("batchnorm_batch_size_4", "BatchNorm at a tiny batch",
-             "Dense+BatchNorm+ReLU MLP with Adam 1e-2 trained at batch size 4",
-             batchnorm_mlp, digits, batch_size=4, space="small_batch"),
+    Scenario("batchnorm_batch_size_2", "BatchNorm at a tiny batch",
+             "Dense+BatchNorm+ReLU MLP with Adam 1e-2 trained at batch size 2",
+             batchnorm_mlp, digits, batch_size=2, space="small_batch"),
     Scenario("large_stddev_normal_init", "large initializer",
              "3-layer ReLU MLP with normal(stddev=1.0) kernels, SGD 0.1",
              large_stddev_init, digits),
