@@ -92,7 +92,7 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     Order: the baseline (the user's configuration: diagnosed when
     `settings.diagnose`, its probes scored like any candidate; stored, so a resumed
     search does not probe it again), the space focused by the diagnosis, the
-    diagnosis's first trial queued, the trials (here or in `workers` processes),
+    diagnosis's first trials queued, the trials (here or in `workers` processes),
     then the chosen configuration diagnosed on the same seeds (the "after").
     """
     probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
@@ -109,7 +109,7 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             if before is not None:
                 driver.space = before.focus(space)
                 if fresh and not before.healthy:
-                    driver.enqueue_first(before.first_trial(space))
+                    driver.enqueue_first(_first_trials(before, space, probe_data))
             if source is not None:
                 run_workers(workers, source, settings,
                             records=driver.records,  # type: ignore[attr-defined]
@@ -133,6 +133,19 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             f"{settings.study_name!r} ({driver.storage_label()}): run the same search again "
             "to resume", partial) from exc
     return result
+
+
+def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
+                  ) -> list[dict[str, Any]]:
+    """The range test's plain suggestion, then the diagnosis's focused proposal.
+
+    A batch size larger than the training set is left to the sampler.
+    """
+    trials = [before.range_test_trial(space), before.first_trial(space)]
+    for params in filter(None, trials):
+        if data.train_size is not None and params.get("batch_size", 0) > data.train_size:
+            del params["batch_size"]
+    return [p for i, p in enumerate(trials) if p and p not in trials[:i]]
 
 
 def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,

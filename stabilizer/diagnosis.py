@@ -1161,6 +1161,30 @@ class Diagnosis:
                 del params[child]
         return params
 
+    def range_test_trial(self, space: SearchSpace | str | dict[str, Any]
+                         ) -> dict[str, Any] | None:
+        """The LR range test's suggestion alone, as parameters of the focused space.
+
+        Its suggested learning rate (clipped to the range) with the user's other
+        settings wherever the space offers them (initializer "keep", no clipping,
+        a constant schedule, the user's batch size); None without a range test or
+        a searched learning rate. `stabilize()` queues it before `first_trial`, so
+        the search always weighs the plain LR fix against the focused proposal.
+        """
+        focused = self.focus(space)
+        dim = focused.dimensions.get("learning_rate")
+        if self.lr_range is None or not isinstance(dim, FloatRange):
+            return None
+        params: dict[str, Any] = {
+            "learning_rate": min(max(self.lr_range.suggested_lr, dim.low), dim.high)}
+        plain = {"initializer": "keep", "clipping": "none", "lr_schedule": "constant",
+                 "normalization": "keep", "batch_size": self.batch_size}
+        for key, value in plain.items():
+            choice = focused.dimensions.get(key)
+            if isinstance(choice, Choice) and len(choice.values) > 1 and value in choice.values:
+                params[key] = value
+        return params
+
     def _focus(self, space: SearchSpace) -> tuple[SearchSpace, list[str]]:
         active = {f.code for f in self.findings if f.at_least("warning")}
         dims: dict[str, Any] = {}
@@ -1179,14 +1203,14 @@ class Diagnosis:
             order = list(preferred)
             return sorted(items, key=lambda v: order.index(v) if v in order else len(order))
 
-        # Clipping first when gradients explode or the run diverged.
+        # Clipping first when gradients explode or the run diverged; "none" stays last,
+        # because clipping far below the gradients' scale (unscaled targets) stalls.
         clip_codes = active & {"exploding_gradients", "diverged", "loss_spikes"}
         if clip_codes:
             clip = [v for v in values("clipping", ("global_norm", "norm"))
                     if v not in ("none", "keep")]
             clip = first(clip or ["global_norm", "norm"], ("global_norm", "norm", "value"))
-            if not active & {"exploding_gradients", "diverged"}:
-                clip.append("none")
+            clip.append("none")
             dims["clipping"] = Choice(tuple(clip))
             notes.append(f"clipping: {', '.join(clip)} ({', '.join(sorted(clip_codes))})")
             if "clip_value" not in current:
@@ -1196,6 +1220,8 @@ class Diagnosis:
         lr = self.lr_range
         if lr is not None and (lr.reliable or "lr_too_high" in active):
             cap, why = lr.max_stable_lr, "LR range test max stable LR"
+            if clip_codes:  # the test ran unclipped; clipping bounds the steps it blew up on
+                cap, why = 10 * cap, "10x the LR range test max stable LR: clipping is searched"
         if active & {"oscillating_loss", "diverged"} and self.user_lr and lr is None:
             cap, why = self.user_lr, "the learning rate that misbehaved"
         if cap is not None:

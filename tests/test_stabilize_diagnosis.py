@@ -50,13 +50,17 @@ def test_the_baseline_is_diagnosed_and_its_findings_focus_the_space(exploding):
                if t.config is not None and t.config.learning_rate is not None)
 
 
-def test_the_first_trial_is_the_one_the_diagnosis_suggests(exploding):
+def test_the_first_trials_are_the_ones_the_diagnosis_suggests(exploding):
     study = optuna.load_study(study_name=exploding.study_name,
                               storage=exploding.settings.resolved_storage())
-    first = study.trials[0]
-    assert first.user_attrs.get("origin") == "diagnosis"
-    expected = exploding.diagnosis.first_trial(load_space("quick"))
-    assert first.params == pytest.approx(expected)
+    plain, focused = study.trials[:2]
+    assert plain.user_attrs.get("origin") == focused.user_attrs.get("origin") == "diagnosis"
+    space = load_space("quick")
+    # First the range test's learning rate alone, then the focused proposal (clipping first).
+    suggested = exploding.diagnosis.range_test_trial(space)
+    assert suggested["clipping"] == "none" and plain.params == pytest.approx(suggested)
+    assert focused.params == pytest.approx(exploding.diagnosis.first_trial(space))
+    assert focused.params["clipping"] != "none"
 
 
 def test_the_result_shows_before_and_after(exploding, tmp_path: Path):

@@ -64,8 +64,8 @@ class BaseDriver(abc.ABC):
     def save_attr(self, key: str, value: Any) -> None:
         self._attrs = {**(self._attrs or {}), key: value}
 
-    def enqueue_first(self, params: dict[str, Any]) -> bool:
-        """Ask for `params` as the first trial of a search that has none yet.
+    def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
+        """Ask for `trials` (parameters each) as the first trials of a search with none yet.
 
         Returns True when the driver queued it; drivers that cannot (KerasTuner's
         oracles) return False and search as usual.

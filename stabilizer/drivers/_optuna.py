@@ -491,11 +491,12 @@ class OptunaDriver(BaseDriver):
     def save_attr(self, key: str, value: Any) -> None:
         self._study().set_user_attr(key, value)
 
-    def enqueue_first(self, params: dict[str, Any]) -> bool:
+    def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
         study = self._study()
         if study.get_trials(deepcopy=False):
             return False
-        study.enqueue_trial(params, user_attrs={"origin": "diagnosis"}, skip_if_exists=True)
+        for params in trials:
+            study.enqueue_trial(params, user_attrs={"origin": "diagnosis"}, skip_if_exists=True)
         return True
 
     def storage_label(self) -> str:
