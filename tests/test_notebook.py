@@ -30,6 +30,7 @@ def test_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert any("<b>StabilityResult</b>" in h for h in html)  # result's _repr_html_
     assert any(h.startswith("<table>") and h.count("<tr>") == 1 + 3 for h in html)  # trials
     assert any("image/png" in d for d in data)  # result.plot() shown inline
+    assert any(h.startswith("<section class='diagnosis'>") for h in html)  # result.diagnosis
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "final training loss" in text
     assert "['best.yaml', 'report.html', 'summary.json', 'trials.csv']" in \
