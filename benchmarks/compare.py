@@ -20,7 +20,8 @@ own seeded 80/20 train/validation split, the one `stabilize()` makes). Methods:
 
 Budget: every search gets ``(trials + 1) * seeds * probe_steps`` optimizer steps.
 The stabilizer probes the baseline, runs an LR range test of ``probe_steps`` steps
-and ``trials - 1`` candidates on ``seeds`` seeds of ``probe_steps`` steps; (b) and (c) run ``trials + 1`` candidates, each for
+and ``trials - 1`` candidates on ``seeds`` seeds of ``probe_steps`` steps; (b) and
+(c) run ``trials + 1`` candidates, each for
 ``probe_steps`` steps (``evaluations`` epochs) on the stabilizer's probe seeds with
 the user's batch size unless the candidate sets one; (d) needs only one candidate's
 worth. (b) and (c) sample the space through the same `SearchSpace.sample` as the
