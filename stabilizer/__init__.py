@@ -15,7 +15,9 @@ from stabilizer.errors import (
     DataError,
     ModelError,
     ProbeFailedError,
+    ProbeOutOfMemoryError,
     SearchAbortedError,
+    SearchInterrupted,
     StabilizerError,
 )
 from stabilizer.result import StabilityResult
@@ -32,10 +34,12 @@ __all__ = [
     "LRRangeResult",
     "ModelError",
     "ProbeFailedError",
+    "ProbeOutOfMemoryError",
     "RunConfig",
     "ScoreComponents",
     "SearchAbortedError",
     "SearchConfig",
+    "SearchInterrupted",
     "SearchSpace",
     "StabilityConfig",
     "StabilityResult",

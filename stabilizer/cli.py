@@ -8,7 +8,8 @@ writes a report folder ``<out_dir>/<study_name>/`` (see `stabilizer.report`).
 
 Exit status: 0 done; 2 a usage or configuration error (one line on stderr, nothing
 run, no study created); 1 the search stopped (e.g. too many failed trials);
-130 interrupted (re-run the same command to resume the study).
+130 interrupted (the report of what finished is written; re-run the same command to resume
+the study).
 
 Relative paths inside the YAML file (``model``, ``data``, ``search.space``) are
 read relative to the file's folder; paths given as flags and ``out_dir`` are
@@ -34,7 +35,7 @@ import numpy as np
 import yaml
 
 from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
-from stabilizer.errors import ConfigError, StabilizerError
+from stabilizer.errors import ConfigError, SearchInterrupted, StabilizerError
 
 __all__ = ["main", "build_parser", "load_target", "load_data", "load_result", "prepare_run",
            "PreparedRun"]
@@ -381,13 +382,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress.note("diagnosing your own configuration (the baseline) ..." if settings.diagnose
                       else "probing your own configuration (the baseline) ...")
     progress.show()
+    folder = Path(settings.out_dir) / settings.study_name
     try:
         result = stabilize(prepared.build_fn, prepared.data, space=prepared.space,
                            config=settings, progress=progress, workers=args.workers,
                            worker_source=RunConfigSource(run.to_dict(), str(base_dir)))
+    except SearchInterrupted as exc:
+        progress.close()
+        if exc.result is not None:  # what finished is reported before exiting with 130
+            write_report(exc.result, folder)
+            print(f"partial report: {folder / 'report.html'}", file=sys.stderr)
+        raise
     finally:
         progress.close()
-    folder = write_report(result, Path(settings.out_dir) / settings.study_name)
+    folder = write_report(result, folder)
     _print_result(result, folder, args.format, args.quiet)
     return 0
 

@@ -381,3 +381,37 @@ def test_diagnose_prints_the_diagnosis(tmp_path: Path,
     assert data["steps"] == 20 and len(data["seeds"]) == 1
     assert data["worst"] in ("ok", "info", "warning", "error")
     assert not (tmp_path / "out").exists()  # a diagnosis makes no study
+
+
+INTERRUPTING_MODEL = """
+import keras
+
+calls = {"n": 0}
+
+
+def build():
+    calls["n"] += 1
+    if calls["n"] == 4:  # the config check, the baseline, trial 0; then Ctrl-C in trial 1
+        raise KeyboardInterrupt
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_the_report_of_what_finished_and_exits_130(tmp_path: Path, capsys):
+    (tmp_path / "model.py").write_text(INTERRUPTING_MODEL)
+    config = tmp_path / "run.yaml"
+    config.write_text("model: model.py:build\ndata: sklearn:digits\nsearch:\n  space: quick\n"
+                      "  trials: 3\n  seeds: 1\n  probe_steps: 6\n  evaluations: 2\n"
+                      "  prune: false\n  diagnose: false\n  study_name: cut\n"
+                      f"  out_dir: {tmp_path / 'out'}\n")
+    assert main(["search", str(config)]) == 130
+    err = capsys.readouterr().err
+    folder = tmp_path / "out" / "cut"
+    assert f"partial report: {folder / 'report.html'}" in err and "interrupted" in err
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["states"]["complete"] == 1 and summary["states"]["failed"] == 1
+    assert (folder / "report.html").is_file() and (folder / "best.yaml").is_file()
