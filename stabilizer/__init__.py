@@ -9,7 +9,6 @@ returns the most stable configuration that still learns.
 from stabilizer.api import stabilize
 from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
 from stabilizer.diagnosis import Diagnosis, Finding, diagnose
-from stabilizer.lr_range import LRRangeResult, lr_range_test
 from stabilizer.errors import (
     ConfigError,
     DataError,
@@ -20,6 +19,7 @@ from stabilizer.errors import (
     SearchInterrupted,
     StabilizerError,
 )
+from stabilizer.lr_range import LRRangeResult, lr_range_test
 from stabilizer.result import StabilityResult
 from stabilizer.scoring import ScoreComponents
 from stabilizer.space import SearchSpace, load_space
