@@ -1553,33 +1553,46 @@ class _FindingBuilder:
     def _activations(self) -> None:
         th = self.th
         lasts = [self._last_forward(m) for m in self.monitors]
-        dead = [r.get("dead_share") for r in lasts if r.get("dead_share")]
-        if dead:
-            worst = _median(max(d.values()) for d in dead)
-            if worst >= th["dead_share"]:
-                layers = [n for d in dead for n, v in d.items() if v >= th["dead_share"]]
-                means = {n: _median(d.get(n, math.nan) for d in dead) for n in dead[0]}
-                self.add("dead_relu", "dead ReLU units",
-                         "error" if worst >= th["dead_share_error"] else "warning",
-                         {"worst_layer_dead_share": worst,
-                          **{f"{n}.dead_share": v for n, v in means.items()},
-                          "sample": len(self.monitors[0].sample[0])},  # type: ignore[index]
-                         ["dead_share", "dead_share_error"],
-                         "units never active on any validation sample at the end of the probe",
-                         layers)
-        sat = [r.get("saturated_share") for r in lasts if r.get("saturated_share")]
-        if sat:
-            worst = _median(max(s.values()) for s in sat)
-            if worst >= th["saturated_share"]:
-                layers = [n for s in sat for n, v in s.items() if v >= th["saturated_share"]]
-                means = {n: _median(s.get(n, math.nan) for s in sat) for n in sat[0]}
-                self.add("saturated_activations", "saturated sigmoid/tanh units",
-                         "error" if worst >= th["saturated_share_error"] else "warning",
-                         {"worst_layer_saturated_share": worst,
-                          **{f"{n}.saturated_share": v for n, v in means.items()}},
-                         ["saturation_z", "saturated_share", "saturated_share_error"],
-                         f"pre-activations beyond +-{th['saturation_z']:g}: their gradient is "
-                         "almost zero", layers)
+        dead = self._worst_share(lasts, "dead_share")
+        if dead is not None:
+            worst, layers, medians = dead
+            self.add("dead_relu", "dead ReLU units",
+                     "error" if worst >= th["dead_share_error"] else "warning",
+                     {"worst_layer_dead_share": worst,
+                      **{f"{n}.dead_share": v for n, v in medians.items()},
+                      "sample": len(self.monitors[0].sample[0])},  # type: ignore[index]
+                     ["dead_share", "dead_share_error"],
+                     "units never active on any validation sample at the end of the probe",
+                     layers)
+        sat = self._worst_share(lasts, "saturated_share")
+        if sat is not None:
+            worst, layers, medians = sat
+            self.add("saturated_activations", "saturated sigmoid/tanh units",
+                     "error" if worst >= th["saturated_share_error"] else "warning",
+                     {"worst_layer_saturated_share": worst,
+                      **{f"{n}.saturated_share": v for n, v in medians.items()}},
+                     ["saturation_z", "saturated_share", "saturated_share_error"],
+                     f"pre-activations beyond +-{th['saturation_z']:g}: their gradient is "
+                     "almost zero", layers)
+
+    def _worst_share(self, lasts: list[dict[str, Any]], key: str
+                     ) -> tuple[float, list[str], dict[str, float]] | None:
+        """The per-layer share `key` (dead or saturated units) against `THRESHOLDS[key]`.
+
+        None unless the worst layer's share, median over seeds, reaches the
+        threshold; else (that share, the layers at or above it on any seed, each
+        layer's median share over seeds).
+        """
+        shares = [r.get(key) for r in lasts if r.get(key)]
+        if not shares:
+            return None
+        limit = self.th[key]
+        worst = _median(max(s.values()) for s in shares)
+        if worst < limit:
+            return None
+        layers = [n for s in shares for n, v in s.items() if v >= limit]
+        medians = {n: _median(s.get(n, math.nan) for s in shares) for n in shares[0]}
+        return worst, layers, medians
 
     def _loss(self) -> None:
         th, losses = self.th, [lo for lo in self.losses if not lo["diverged"]]
