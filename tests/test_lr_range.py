@@ -8,7 +8,7 @@ import pytest
 import scenarios
 
 from stabilizer.config import StabilityConfig
-from stabilizer.errors import ConfigError
+from stabilizer.errors import ConfigError, ProbeFailedError
 from stabilizer.lr_range import ExponentialRamp, analyse_lr_curve, lr_range_test
 
 
@@ -93,3 +93,14 @@ def test_range_test_flags_a_learning_rate_past_the_blow_up():
     assert result.max_stable_lr < result.blowup_lr
     at = int(np.argmin(np.abs(result.learning_rates - result.blowup_lr)))
     assert not np.isfinite(result.losses[at]) or result.smoothed[at] > 4 * result.min_loss
+
+
+def test_a_failing_build_fn_is_reported_once():
+    def broken():
+        raise RuntimeError("no such layer")
+
+    with pytest.raises(ProbeFailedError) as info:
+        lr_range_test(broken, scenarios.digits(), steps=10)
+    message = str(info.value)
+    assert message.startswith("build_fn raised RuntimeError: no such layer")
+    assert message.count("build_fn raised") == 1  # the ramp's wrapper does not wrap it again
