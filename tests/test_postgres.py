@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from stabilizer.drivers._optuna import open_storage
 
 TESTS = Path(__file__).parent
 PASSWORD = "pg-s3cret-Xy7"
@@ -181,3 +185,44 @@ def test_three_workers_share_one_postgres_study(postgres_url, tmp_path):
     for out in outputs:  # the password is never printed, in results, logs or summaries
         assert PASSWORD not in out
         assert "STORAGE postgresql+psycopg2://stab:***@127.0.0.1" in out
+
+
+def _fresh_database(url: str, name: str) -> str:
+    """A new, empty database on the fixture's server; its storage URL."""
+    import psycopg2
+
+    parts = make_url(url)
+    conn = psycopg2.connect(host=parts.host, port=parts.port, user=parts.username,
+                            password=parts.password, dbname="postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return parts.set(database=name).render_as_string(hide_password=False)
+
+
+def test_workers_opening_a_fresh_database_at_once_all_get_the_storage(postgres_url):
+    # Workers started together all create Optuna's schema in an empty database at the same
+    # moment; the losers of that race (a duplicate type or table) must open it, not fail.
+    url = _fresh_database(postgres_url, "race")
+    workers = 8
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+    storages: list[optuna.storages.BaseStorage] = []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            storages.append(open_storage(url))
+        except BaseException as exc:  # noqa: BLE001 - collected and shown by the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert len(storages) == workers
+    study = optuna.create_study(storage=storages[0], study_name="after-the-race")
+    assert optuna.load_study(study_name="after-the-race", storage=storages[-1]).study_name \
+        == study.study_name

@@ -188,14 +188,37 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise ConfigError(f"storage={url!r}: cannot open the journal file ({exc}); "
                               "expected a writable file path") from None
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=90,
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+        return _open_rdb(url)
     except Exception as exc:
         raise ConfigError(f"storage={_mask(url)!r}: cannot open ({type(exc).__name__}: "
                           f"{_mask(str(exc))}); expected a reachable database URL "
                           "(sqlite:///file.db, postgresql+psycopg2://user:password@host/db), "
                           "journal:///path/file.log or a path ending in .log") from None
+
+
+def _open_rdb(url: str, attempts: int = 6) -> optuna.storages.RDBStorage:
+    """Open an RDB storage, retrying while other workers create the same schema.
+
+    Workers started together on an empty database all run Optuna's ``CREATE TYPE`` /
+    ``CREATE TABLE``; all but one lose with a duplicate-object error although the schema
+    is then there. Opening again after a short, jittered pause finds it.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+    def attempt() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                                          engine_kwargs=kwargs)
+
+    for tried in range(1, attempts):
+        try:
+            return attempt()
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            if not (isinstance(exc, IntegrityError) or "already exists" in str(exc).lower()):
+                raise
+            time.sleep(0.1 * tried * (1 + np.random.default_rng().random()))
+    return attempt()
 
 
 def open_study(settings: SearchConfig, *, seed_offset: int | None = None) -> optuna.Study:
