@@ -15,12 +15,13 @@ own seeded 80/20 train/validation split, the one `stabilize()` makes). Methods:
     from 1e-6 to 10 over one candidate's probe steps) picks the learning rate
     (``suggested_lr``: a tenth of the largest stable one); everything else is kept.
 (e) ``stabilizer``: `stabilize()` with the scenario's space: the baseline diagnosed
-    first (its probes plus an LR range test), the space focused on the findings,
-    then the search (one trial fewer, for the range test's steps).
+    first (its probes plus an LR range test, and a second one under clipping when
+    gradients explode), the space focused on the findings, then the search (one
+    trial fewer, for the range tests' steps).
 
 Budget: every search gets ``(trials + 1) * seeds * probe_steps`` optimizer steps.
-The stabilizer probes the baseline, runs an LR range test of ``probe_steps`` steps
-and ``trials - 1`` candidates on ``seeds`` seeds of ``probe_steps`` steps; (b) and
+The stabilizer probes the baseline, runs one or two LR range tests of ``probe_steps``
+steps and ``trials - 1`` candidates on ``seeds`` seeds of ``probe_steps`` steps; (b) and
 (c) run ``trials + 1`` candidates, each for
 ``probe_steps`` steps (``evaluations`` epochs) on the stabilizer's probe seeds with
 the user's batch size unless the candidate sets one; (d) needs only one candidate's
@@ -212,9 +213,10 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
                       workdir: Path) -> Outcome:
     """(e): `stabilize()`; also measures the search's own overhead.
 
-    The diagnosis of the baseline adds an LR range test of ``probe_steps`` steps,
-    so the stabilizer runs one trial fewer than the budget allows (a trial is
-    ``seeds * probe_steps`` steps, at least the range test's). The diagnosis of the
+    The diagnosis of the baseline adds an LR range test of ``probe_steps`` steps
+    (two when gradients explode: the second under clipping), so the stabilizer runs
+    one trial fewer than the budget allows (a trial is ``seeds * probe_steps`` steps,
+    as many as both tests at the presets' two seeds). The diagnosis of the
     chosen configuration (`diagnose_after`) does not change the choice and is
     left out here.
     """
@@ -230,10 +232,12 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
     curves = list(result.baseline.curves) + [c for t in result.trials for c in t.curves]
     probe_seconds = sum(float(c.get("seconds") or 0.0) for c in curves)
     steps = sum(int(c.get("steps") or 0) for c in curves)
-    lr_test = result.diagnosis.lr_range if result.diagnosis is not None else None
-    if lr_test is not None:  # a training run like the probes
-        probe_seconds += lr_test.seconds
-        steps += lr_test.steps_done
+    diagnosis = result.diagnosis
+    tests = [diagnosis.lr_range, diagnosis.clipped_lr_range] if diagnosis is not None else []
+    for lr_test in tests:  # training runs like the probes
+        if lr_test is not None:
+            probe_seconds += lr_test.seconds
+            steps += lr_test.steps_done
     return Outcome(result.best_config, wall, steps, len(result.trials) + 1, result=result,
                    detail={
                        "probe_seconds": probe_seconds,

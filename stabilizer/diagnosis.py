@@ -132,6 +132,11 @@ Learning rate (`lr_range_test`: the largest rate before the loss blows up):
   times the range test's ``max_stable_lr``. Warning; error when it is at or
   above the rate at which the loss blew up.
 
+When gradients explode or the run diverges, the range test is repeated with
+global-norm clipping at 1.0 (`Diagnosis.clipped_lr_range`): clipping bounds the
+steps the plain test blew up on, so the plain test says nothing about the rates a
+clipped training tolerates, and `focus` bounds a search that clips by this one.
+
 Per evaluation ("epoch" in the report) the diagnosis also records each layer's
 weight mean and standard deviation, its mean update/weight ratio over the
 epoch's steps, the dead and saturated shares, and the learning rate actually
@@ -221,6 +226,9 @@ THRESHOLDS: dict[str, float] = {
 }
 
 _DIMENSION_NAMES = {f.name for f in dataclasses.fields(StabilityConfig)}
+#: Findings that put clipping first in `Diagnosis.focus` and repeat the LR range
+#: test under clipping.
+CLIPPING_CODES = frozenset({"exploding_gradients", "diverged", "loss_spikes"})
 #: The dimensions that address each finding (only fields `StabilityConfig` has).
 _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "diverged": ("learning_rate", "clipping", "clip_value", "lr_schedule", "initializer"),
@@ -970,6 +978,9 @@ class Diagnosis:
     lr_range: LRRangeResult | None = None
     user_lr: float | None = None
     seconds: float = 0.0
+    #: The range test repeated under global-norm clipping (1.0), run when gradients
+    #: explode or the run diverges (see the module docstring); None otherwise.
+    clipped_lr_range: LRRangeResult | None = None
     #: What a KerasTuner-style `build_fn(hp)`'s hyperparameters took (empty otherwise).
     hp_values: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The probes themselves (one per seed; not serialised): `stabilize()` scores
@@ -1019,6 +1030,8 @@ class Diagnosis:
             "epochs": self.epochs,
             "initializers": self.initializers,
             "lr_range": self.lr_range.to_dict() if self.lr_range is not None else None,
+            "clipped_lr_range": self.clipped_lr_range.to_dict()
+            if self.clipped_lr_range is not None else None,
             "hp_values": self.hp_values,
         })
 
@@ -1027,7 +1040,7 @@ class Diagnosis:
         """The inverse of `to_dict` (as stored on a study), without the traces."""
         findings = [Finding(**{**f, "dimensions": tuple(f.get("dimensions") or ())})
                     for f in data.get("findings") or []]
-        lr = data.get("lr_range")
+        lr, clipped = data.get("lr_range"), data.get("clipped_lr_range")
         return cls(findings=findings, config=StabilityConfig.from_dict(data.get("config") or {}),
                    seeds=list(data.get("seeds") or []), steps=int(data.get("steps") or 0),
                    batch_size=int(data.get("batch_size") or 0),
@@ -1036,6 +1049,7 @@ class Diagnosis:
                    epochs=list(data.get("epochs") or []),
                    initializers=list(data.get("initializers") or []),
                    lr_range=LRRangeResult.from_dict(lr) if lr else None,
+                   clipped_lr_range=LRRangeResult.from_dict(clipped) if clipped else None,
                    user_lr=data.get("user_lr"), seconds=float(data.get("seconds") or 0.0),
                    hp_values=dict(data.get("hp_values") or {}))
 
@@ -1053,6 +1067,8 @@ class Diagnosis:
         lines += [f.to_text() for f in self.findings]
         if self.lr_range is not None:
             lines.append(self.lr_range.to_text())
+        if self.clipped_lr_range is not None:
+            lines.append("Under global-norm clipping (1.0): " + self.clipped_lr_range.to_text())
         if epochs and self.epochs:
             lines.append(f"Per epoch (seed {self.seeds[0]}):")
             lines += ["  " + row for row in _epoch_rows(self.epochs[0])]
@@ -1083,6 +1099,9 @@ class Diagnosis:
         if self.lr_range is not None:
             text = html.escape(self.lr_range.to_text()).replace("\n", "<br>")
             parts.append(f"<p>{text}</p>")
+        if self.clipped_lr_range is not None:
+            text = html.escape(self.clipped_lr_range.to_text()).replace("\n", "<br>")
+            parts.append(f"<p>Under global-norm clipping (1.0): {text}</p>")
         if self.epochs:
             rows_text = html.escape("\n".join(_epoch_rows(self.epochs[0])))
             parts.append(f"<h3>Per epoch (seed {self.seeds[0]})</h3><pre>{rows_text}</pre>")
@@ -1149,7 +1168,7 @@ class Diagnosis:
                 middle = math.sqrt(dim.low * dim.high) if dim.log and dim.low > 0 \
                     else (dim.low + dim.high) / 2
                 if key == "learning_rate" and self.lr_range is not None:
-                    middle = min(max(self.lr_range.suggested_lr, dim.low), dim.high)
+                    middle = min(max(self._first_lr(focused), dim.low), dim.high)
                 params[key] = middle
         parents = {"decay_rate": ("lr_schedule", ("exponential",)),
                    "warmup_fraction": ("lr_schedule", ("warmup_cosine",)),
@@ -1160,6 +1179,30 @@ class Diagnosis:
             if child in params and params.get(parent, values.get(parent)) not in needs:
                 del params[child]
         return params
+
+    def _mismatched(self, initializer: str) -> bool:
+        """Would the named initializer mismatch an activation of the diagnosed model?
+
+        "auto" and "keep" never do (auto matches each layer; keep is the user's
+        own); a name applies to every layer, so it must suit all their activations.
+        """
+        if initializer in ("auto", "keep"):
+            return False
+        try:
+            init = keras.initializers.get(initializer)
+        except (ValueError, TypeError):
+            return False
+        return any(_mismatch(init, str(r.get("activation"))) for r in self.initializers)
+
+    def _first_lr(self, focused: SearchSpace) -> float:
+        """The range test's suggestion; the clipped test's when the first trial clips."""
+        assert self.lr_range is not None
+        clipping = focused.dimensions.get("clipping")
+        first = clipping.values[0] if isinstance(clipping, Choice) else \
+            clipping.value if isinstance(clipping, Fixed) else None
+        if self.clipped_lr_range is not None and first not in (None, "none", "keep"):
+            return self.clipped_lr_range.suggested_lr
+        return self.lr_range.suggested_lr
 
     def range_test_trial(self, space: SearchSpace | str | dict[str, Any]
                          ) -> dict[str, Any] | None:
@@ -1205,7 +1248,7 @@ class Diagnosis:
 
         # Clipping first when gradients explode or the run diverged; "none" stays last,
         # because clipping far below the gradients' scale (unscaled targets) stalls.
-        clip_codes = active & {"exploding_gradients", "diverged", "loss_spikes"}
+        clip_codes = active & CLIPPING_CODES
         if clip_codes:
             clip = [v for v in values("clipping", ("global_norm", "norm"))
                     if v not in ("none", "keep")]
@@ -1220,14 +1263,19 @@ class Diagnosis:
         lr = self.lr_range
         if lr is not None and (lr.reliable or "lr_too_high" in active):
             cap, why = lr.max_stable_lr, "LR range test max stable LR"
-            if clip_codes:  # the test ran unclipped; clipping bounds the steps it blew up on
+            if clip_codes and self.clipped_lr_range is not None:
+                # Clipping is searched, first: its own range test bounds the rates.
+                cap = max(cap, self.clipped_lr_range.max_stable_lr)
+                why = "LR range test max stable LR under clipping"
+            elif clip_codes:  # the test ran unclipped; clipping bounds the steps it blew up on
                 cap, why = 10 * cap, "10x the LR range test max stable LR: clipping is searched"
         if active & {"oscillating_loss", "diverged"} and self.user_lr and lr is None:
             cap, why = self.user_lr, "the learning rate that misbehaved"
         if cap is not None:
             dim = current.get("learning_rate")
             if isinstance(dim, FloatRange) and dim.high > cap:
-                low = min(dim.low, cap / 30)
+                # Down to the plain test's suggestion too, so `range_test_trial` is in range.
+                low = min(dim.low, cap / 30, lr.suggested_lr if lr is not None else cap)
                 dims["learning_rate"] = FloatRange(low, cap, log=True)
                 notes.append(f"learning_rate: [{low:.3g}, {cap:.3g}] ({why})")
             elif isinstance(dim, Choice) and max(dim.values) > cap:
@@ -1246,14 +1294,17 @@ class Diagnosis:
                 inits.insert(0, "auto")
             if active & {"init_mismatch", "large_init", "small_init"}:
                 inits = [v for v in inits if v != "keep"]
+            inits = [v for v in inits if not self._mismatched(v)]
             dims["initializer"] = Choice(tuple(inits))
             notes.append(f"initializer: {', '.join(inits)} "
                          f"({', '.join(sorted(active & init_codes))})")
         elif "init_mismatch" in self and isinstance(current.get("initializer"), Choice):
             inits = first(values("initializer", ("auto",)), ("auto",))
             dims["initializer"] = Choice(tuple(inits))
-        # Decaying schedules first when the loss oscillates, spikes or varies by seed.
-        if active & {"oscillating_loss", "loss_spikes", "seed_variance"}:
+        # Decaying schedules first whenever something is wrong: the steps shrink towards
+        # the end, and with them the final loss's seed-to-seed noise, which short probes
+        # on few seeds measure poorly (the first trial takes the first schedule).
+        if active:
             order = ("warmup_cosine", "cosine", "exponential", "plateau", "constant")
             schedules = first(values("lr_schedule", ("warmup_cosine", "cosine", "constant")), order)
             dims["lr_schedule"] = Choice(tuple(schedules))
@@ -1394,6 +1445,12 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     builder = _FindingBuilder(th, traces, monitors, plan, actual_batch, steps, user_lr,
                               lr_result, settings)
     findings = builder.build()
+    clipped: LRRangeResult | None = None
+    if lr_range is True and any(f.code in CLIPPING_CODES and f.at_least("warning")
+                                for f in findings):
+        clipped = lr_range_test(
+            build_fn, probe_data, steps=lr_range_steps, config=settings, hp_values=hp_values,
+            candidate=dataclasses.replace(candidate, clipping="global_norm", clip_value=1.0))
     for monitor, trace in zip(monitors, traces):
         _add_update_ratios(monitor.records, trace, plan)
     return Diagnosis(
@@ -1401,6 +1458,7 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         batch_size=actual_batch, thresholds=th, per_seed=builder.per_seed,
         epochs=[m.records for m in monitors], initializers=monitors[0].static_layers,
         lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
+        clipped_lr_range=clipped,
         hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
 
 

@@ -385,11 +385,65 @@ def test_info_findings_do_not_reshape_the_space():
 
 def test_a_real_diagnosis_focuses_a_real_space():
     d = run("relu_lr_one", lr_range=True)
+    # Gradients explode: the range test is repeated under clipping, which bounds the
+    # rates a clipped search tries.
+    clipped = d.clipped_lr_range
+    assert clipped is not None and clipped.steps_done > 0
+    assert "Under global-norm clipping (1.0)" in d.to_text()
     focused = d.focus("quick")
     assert focused.dimensions["clipping"].values[0] != "none"
-    high = focused.dimensions["learning_rate"].high  # clipping searched: 10x the stable LR
-    assert high == pytest.approx(min(1e-2, 10 * d.lr_range.max_stable_lr))
+    high = focused.dimensions["learning_rate"].high
+    assert high == pytest.approx(min(1e-2, max(d.lr_range.max_stable_lr,
+                                               clipped.max_stable_lr)))
     assert math.isfinite(high) and high < 1.0
+    again = Diagnosis.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert again.clipped_lr_range.max_stable_lr == pytest.approx(clipped.max_stable_lr)
+
+
+def _range(max_stable: float) -> LRRangeResult:
+    return LRRangeResult(np.geomspace(1e-7, 10, 10), np.ones(10), np.ones(10), 1e-7, 10, 10,
+                         max_stable_lr=max_stable, suggested_lr=max_stable / 10,
+                         blowup_lr=max_stable * 3, min_loss=0.5, reliable=True)
+
+
+def test_a_clipped_search_is_bounded_by_the_range_test_under_clipping():
+    # An RNN: unclipped, anything above 1e-5 blows up; clipped, rates up to 1e-3 train.
+    d = Diagnosis([finding("exploding_gradients"), finding("diverged", "error")],
+                  StabilityConfig(), [0], 40, 32, dict(THRESHOLDS), lr_range=_range(1e-5),
+                  clipped_lr_range=_range(1e-3), user_lr=0.01)
+    space = load_space("recurrent")
+    # Up to the clipped test's stable rate, down to the plain test's suggestion.
+    lr = d.focus(space).dimensions["learning_rate"]
+    assert (lr.low, lr.high, lr.log) == (pytest.approx(1e-6), pytest.approx(1e-3), True)
+    first = d.first_trial(space)  # clips: the clipped test's suggestion
+    assert first["clipping"] != "none" and first["learning_rate"] == pytest.approx(1e-4)
+    plain = d.range_test_trial(space)  # does not clip: the plain test's suggestion
+    assert plain["clipping"] == "none" and plain["learning_rate"] == pytest.approx(1e-6)
+    assert any("under clipping" in note for note in d.focus_notes(space))
+
+
+def test_focus_offers_only_initializers_that_match_every_activation():
+    tanh = [{"layer": f"dense_{i}", "activation": "tanh"} for i in range(3)]
+    relu = [{"layer": f"dense_{i}", "activation": "relu"} for i in range(3)]
+    out = [{"layer": "out", "activation": "softmax"}]
+    findings = [finding("small_init"), finding("vanishing_gradients")]
+    space = load_space("default")  # auto, keep, glorot_uniform, he_normal, lecun_normal
+
+    def offered(layers: list[dict[str, str]]) -> tuple[str, ...]:
+        d = Diagnosis(findings, StabilityConfig(), [0], 40, 32, dict(THRESHOLDS),
+                      initializers=layers + out)
+        return d.focus(space).dimensions["initializer"].values
+
+    assert offered(tanh) == ("auto", "glorot_uniform", "lecun_normal")  # no He for tanh
+    assert offered(relu) == ("auto", "he_normal")  # no Glorot/LeCun for ReLU
+    assert offered(tanh + relu) == ("auto",)  # one name for every layer fits neither
+
+
+def test_focus_tries_a_decaying_schedule_first_when_something_is_wrong():
+    d = Diagnosis([finding("stalled")], StabilityConfig(), [0], 40, 32, dict(THRESHOLDS))
+    space = load_space("quick")  # constant, cosine
+    assert d.focus(space).dimensions["lr_schedule"].values == ("cosine", "constant")
+    assert d.first_trial(space)["lr_schedule"] == "cosine"
 
 
 def test_diagnose_a_candidate_configuration():
