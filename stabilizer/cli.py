@@ -285,20 +285,19 @@ def load_result(study_name: str, storage: str) -> Any:
     import optuna
 
     from stabilizer.api import _choose_best, _restore_nan
-    from stabilizer.drivers._optuna import _mask, records_from_study
+    from stabilizer.drivers._optuna import _mask, journal_path, open_storage, records_from_study
     from stabilizer.result import Candidate, StabilityResult
     from stabilizer.scoring import ScoreComponents
 
     label = _mask(storage)
-    sqlite = _sqlite_path(storage)
-    if sqlite is not None and not sqlite.is_file():
-        raise ConfigError(f"storage={label!r}: database file {str(sqlite)!r} not found; "
-                          "expected the storage of an existing study (--storage URL)")
-    try:
-        rdb = optuna.storages.RDBStorage(storage)
-    except Exception as exc:
-        raise ConfigError(f"storage={label!r}: cannot open ({type(exc).__name__}: "
-                          f"{_mask(_one_line(str(exc)))})") from None
+    for kind, path in (("database", _sqlite_path(storage)), ("journal", journal_path(storage))):
+        if path is not None and not path.is_file():  # opening would create an empty one
+            raise ConfigError(f"storage={label!r}: {kind} file {str(path)!r} not found; "
+                              "expected the storage of an existing study (--storage URL)")
+    try:  # an RDB URL or a journal file
+        rdb = open_storage(storage)
+    except ConfigError as exc:
+        raise ConfigError(_one_line(str(exc))) from None
     try:
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:

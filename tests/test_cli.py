@@ -164,6 +164,11 @@ def test_report_of_a_missing_study_creates_nothing(tmp_path: Path,
     assert err.startswith("stabilizer report: error: storage='sqlite:///")
     assert "nope.db' not found" in err
     assert not (tmp_path / "out").exists()
+    journal = tmp_path / "runs" / "study.log"
+    assert main(["report", "nope", "--storage", f"journal://{journal}",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "journal file" in capsys.readouterr().err
+    assert not journal.parent.exists()  # not created by looking
 
 
 def test_diagnose_reports_config_errors_the_same_way(workdir: Path,

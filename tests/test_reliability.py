@@ -26,6 +26,7 @@ import scenarios
 from optuna.trial import TrialState
 
 from stabilizer import ConfigError, SearchAbortedError, SearchConfig, StabilityConfig, stabilize
+from stabilizer.cli import load_result
 from stabilizer.data import prepare_data
 from stabilizer.drivers._optuna import (
     OptunaDriver,
@@ -592,6 +593,10 @@ def test_workers_share_one_study_and_survive_a_killed_worker(small_digits, tmp_p
     workers = {t.user_attrs["worker"]["pid"] for t in optuna.load_study(
         study_name="stabilizer", storage=open_storage(storage)).trials}
     assert len(workers) >= 2 and os.getpid() not in workers
+    # `stabilizer report` reads the same journal file back.
+    loaded = load_result("stabilizer", storage)
+    assert {t.number: t.state for t in loaded.trials} == states
+    assert loaded.best_config == result.best_config
 
 
 def test_workers_refuse_a_build_fn_they_cannot_receive(small_digits, tmp_path):
