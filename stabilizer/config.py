@@ -242,7 +242,8 @@ class SearchConfig(_YamlMixin):
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, (str, dict)):
-            raise ConfigError(f"space={self.space!r}: expected a space name, a file path or a mapping")
+            raise ConfigError(f"space={self.space!r}: expected a space name, a file path or "
+                              "a mapping")
         self.trials = _number("trials", self.trials, low=1, integer=True)
         self.probe_steps = _number("probe_steps", self.probe_steps, low=2, integer=True)
         self.evaluations = _number("evaluations", self.evaluations, low=1, integer=True)
@@ -273,7 +274,8 @@ class SearchConfig(_YamlMixin):
             raise ConfigError(f"loss={self.loss!r}: expected a Keras loss name")
         if not isinstance(self.optimizer, str):
             raise ConfigError(f"optimizer={self.optimizer!r}: expected a Keras optimizer name")
-        if not isinstance(self.metrics, (list, tuple)) or not all(isinstance(m, str) for m in self.metrics):
+        if not isinstance(self.metrics, (list, tuple)) \
+                or not all(isinstance(m, str) for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r}: expected a list of metric names")
         self.metrics = list(self.metrics)
         for name in ("verbose", "diagnose", "diagnose_after"):

@@ -74,9 +74,11 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
-        raise DataError(f"{name}: cannot be read as an array ({exc}); expected a numeric array") from None
+        raise DataError(f"{name}: cannot be read as an array ({exc}); "
+                        "expected a numeric array") from None
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise DataError(f"{name}: dtype {array.dtype} is not numeric; expected int, float or bool values")
+        raise DataError(f"{name}: dtype {array.dtype} is not numeric; "
+                        "expected int, float or bool values")
     if array.ndim == 0:
         raise DataError(f"{name}: a scalar; expected an array with one row per sample")
     if array.shape[0] == 0:

@@ -208,7 +208,8 @@ def _kills_units(config: StabilityConfig, bias_init: Any, activation: str) -> bo
     return isinstance(value, (int, float)) and value < 0
 
 
-def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchConfig) -> AppliedModel:
+def apply_config(model: keras.Model, config: StabilityConfig,
+                 settings: SearchConfig) -> AppliedModel:
     """Apply initializers, BatchNormalization settings and normalization; keep compile args."""
     spec = CompileSpec.from_model(model, settings)
     activations = layer_activations(model)
@@ -238,7 +239,8 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
     needs_rewrite = config.initializer != "keep" or config.bn_momentum is not None \
         or config.bn_epsilon is not None or (replace_bn and has_bn)
     cloned = False
-    if needs_rewrite and isinstance(model, (keras.Sequential, keras.Model)) and _is_graph_model(model):
+    if needs_rewrite and isinstance(model, (keras.Sequential, keras.Model)) \
+            and _is_graph_model(model):
         swapped_ids: set[int] = set()
 
         def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -101,7 +101,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,
               settings: SearchConfig, seed: int, *, hp: Any = None,
-              plan: ProbePlan | None = None, on_evaluation: EvaluationHook | None = None) -> ProbeTrace:
+              plan: ProbePlan | None = None,
+              on_evaluation: EvaluationHook | None = None) -> ProbeTrace:
     """Run one probe and return its trace; a NaN or exploding loss ends it early."""
     plan = plan or ProbePlan.from_settings(settings)
     batch = batch_size_of(config, settings, data)

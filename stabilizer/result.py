@@ -235,7 +235,8 @@ class TrialTable(list[TrialRecord]):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _row(number: int, state: str, comps: dict[str, Any], config: StabilityConfig | None) -> dict[str, Any]:
+def _row(number: int, state: str, comps: dict[str, Any],
+         config: StabilityConfig | None) -> dict[str, Any]:
     row: dict[str, Any] = {"number": number, "state": state}
     for key in _TABLE_COLUMNS[2:-1]:
         row[key] = comps.get(key)

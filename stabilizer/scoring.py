@@ -17,8 +17,9 @@ For each seed of a candidate the probe's trace gives:
   1e-4 of the largest layer's median, or below 1e-8.
 
 Seeds are combined by median; ``seed_spread`` is the standard deviation of
-``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With ``L_ref`` the reference loss (the
-baseline's median initial validation loss, shared by every candidate of a study)::
+``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With
+``L_ref`` the reference loss (the baseline's median initial validation loss, shared
+by every candidate of a study)::
 
     quality = log((L_ref + floor) / (final_val_loss + floor))   (nats of loss reduction)
     score   = quality
@@ -190,7 +191,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def score_traces(traces: Sequence[ProbeTrace], reference_loss: float | None = None) -> ScoreComponents:
+def score_traces(traces: Sequence[ProbeTrace],
+                 reference_loss: float | None = None) -> ScoreComponents:
     """Score one candidate from its per-seed traces (see the module docstring)."""
     per_seed = [seed_metrics(t) for t in traces]
     diverged = any(s["diverged"] for s in per_seed)

@@ -138,7 +138,8 @@ class SearchSpace:
             if dim is None:
                 continue
             if key == "batch_size" and max_batch_size is not None and isinstance(dim, Choice):
-                dim = Choice(tuple(b for b in dim.values if b <= max_batch_size) or (dim.values[0],))
+                fitting = tuple(b for b in dim.values if b <= max_batch_size)
+                dim = Choice(fitting or (dim.values[0],))
             values[key] = dim.sample(key, suggest)
         for child, (parent, needs) in CONDITIONS.items():
             if values.get(parent) in needs:
@@ -182,7 +183,8 @@ class SearchSpace:
 def _parse_dimension(key: str, raw: Any, where: str) -> Dimension:
     if isinstance(raw, (list, tuple)):
         if not raw:
-            raise ConfigError(f"{where}, key {key!r}: empty choice list; expected at least one value")
+            raise ConfigError(f"{where}, key {key!r}: empty choice list; "
+                              "expected at least one value")
         return Choice(tuple(raw))
     if isinstance(raw, Mapping):
         if key not in _FLOAT_BOUNDS:
@@ -208,7 +210,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
     if key == "initializer":
         check_initializer(key, value, f" in {where}")
     elif key == "lr_schedule" and value not in LR_SCHEDULES:
-        raise ConfigError(f"{at}: {value!r} is not a schedule; expected one of {', '.join(LR_SCHEDULES)}")
+        raise ConfigError(f"{at}: {value!r} is not a schedule; "
+                          f"expected one of {', '.join(LR_SCHEDULES)}")
     elif key == "clipping" and value not in CLIPPING_MODES:
         raise ConfigError(f"{at}: {value!r} is not a clipping mode; expected one of "
                           f"{', '.join(CLIPPING_MODES)}")
@@ -220,7 +223,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
             raise ConfigError(f"{at}: batch_size={value!r}: expected an integer >= 1")
     elif key in _FLOAT_BOUNDS:
         low, high = _FLOAT_BOUNDS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
             raise ConfigError(f"{at}: {value!r}: expected a number")
         if not low < value <= high or (key == "bn_momentum" and value >= 1):
             upper = "< 1" if key == "bn_momentum" else f"<= {high:g}"
@@ -229,10 +233,12 @@ def _check_value(key: str, value: Any, where: str) -> None:
 
 def _check_dimension(key: str, dim: Dimension, where: str) -> None:
     if key not in DIMENSIONS:
-        raise ConfigError(f"{where}: unknown dimension {key!r}; expected one of {', '.join(DIMENSIONS)}")
+        raise ConfigError(f"{where}: unknown dimension {key!r}; "
+                          f"expected one of {', '.join(DIMENSIONS)}")
     if isinstance(dim, Choice):
         if not dim.values:
-            raise ConfigError(f"{where}, key {key!r}: empty choice list; expected at least one value")
+            raise ConfigError(f"{where}, key {key!r}: empty choice list; "
+                              "expected at least one value")
         for value in dim.values:
             _check_value(key, value, where)
     elif isinstance(dim, FloatRange):

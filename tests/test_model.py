@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 import pytest
-
 import scenarios
+
 from stabilizer import ModelError, SearchConfig, StabilityConfig
 from stabilizer.model import (
     CompileSpec,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-
 import scenarios
+
 from stabilizer import StabilityConfig
 from stabilizer.data import prepare_data
 from stabilizer.probe import run_probe

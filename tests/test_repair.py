@@ -29,8 +29,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import pytest
-
 import scenarios
+
 from stabilizer import StabilityResult, stabilize
 from stabilizer.data import prepare_data
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 import optuna
 import pytest
-
 import scenarios
+
 from stabilizer import (
     ConfigError,
     DataError,
@@ -82,7 +82,8 @@ def test_same_seed_gives_the_same_scores(small_digits, quick_settings):
 def test_rerunning_a_finished_study_redoes_nothing(small_digits, quick_settings):
     first = _search(small_digits, quick_settings)
     again = _search(small_digits, quick_settings)
-    assert [(t.number, t.score) for t in again.trials] == [(t.number, t.score) for t in first.trials]
+    scores = [(t.number, t.score) for t in first.trials]
+    assert [(t.number, t.score) for t in again.trials] == scores
     more = _search(small_digits, quick_settings, trials=4)
     assert [(t.number, t.score) for t in more.trials[:3]] == [(t.number, t.score)
                                                                for t in first.trials]

@@ -7,7 +7,7 @@ import pytest
 
 from stabilizer import ConfigError, SearchSpace, StabilityConfig, load_space
 from stabilizer.drivers._optuna import OptunaSuggester
-from stabilizer.space import Choice, FloatRange, Fixed, bundled_spaces
+from stabilizer.space import Choice, Fixed, FloatRange, bundled_spaces
 
 
 def _samples(space: SearchSpace, n: int = 30, **kwargs) -> list[StabilityConfig]:
