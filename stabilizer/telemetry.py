@@ -63,7 +63,15 @@ def layer_groups(variables: list[Any]) -> tuple[list[str], list[int]]:
 
 
 class _TelemetryMixin:
-    """Records gradient and update statistics inside `apply()`; see the module docstring."""
+    """Records gradient and update statistics inside `apply()`; see the module docstring.
+
+    One row of `stab_stats` per step: the global gradient norm, then the gradient
+    norm of each layer, then each layer's update/weight ratio. The per-variable
+    sums of squares go to their layers in one `segment_sum` (not a matrix
+    product, whose 0 * inf would spread one layer's overflow to every layer) and
+    the row is written with one slice update: the op count per step, which is
+    what a small model's step time is made of, stays low.
+    """
 
     stab_capacity: int = 1
 
@@ -74,11 +82,8 @@ class _TelemetryMixin:
         names, index = layer_groups(list(variables))
         self.stab_layer_names = names
         self._stab_index = {id(v): i for v, i in zip(variables, index)}
-        n, cap = len(names), self.stab_capacity
         add = self.add_variable  # type: ignore[attr-defined]
-        self.stab_grad_norm = add((cap,), name="stab_grad_norm")
-        self.stab_layer_grad_norm = add((cap, n), name="stab_layer_grad_norm")
-        self.stab_update_ratio = add((cap, n), name="stab_update_ratio")
+        self.stab_stats = add((self.stab_capacity, 1 + 2 * len(names)), name="stab_stats")
         self.stab_step = add((), dtype="int32", name="stab_step")
         self.stab_nonfinite = add((), name="stab_nonfinite")
 
@@ -87,36 +92,38 @@ class _TelemetryMixin:
             else list(self._trainable_variables)  # type: ignore[attr-defined]
         if not self.built:  # type: ignore[attr-defined]
             self.build(variables)
-        n = len(self.stab_layer_names)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not pairs:  # nothing to measure; the step still counts (its row stays zero)
+            self.stab_step.assign(self.stab_step.value + 1)
+            return super().apply(grads, trainable_variables)  # type: ignore[misc]
+        n = len(self.stab_layer_names)
         groups = [self._stab_index.get(id(v), 0) for _, v in pairs]
+        # bins 0..n-1: gradient, n..2n-1: update, 2n..3n-1: weight sums of squares
+        segments = np.asarray(groups + [n + g for g in groups] + [2 * n + g for g in groups],
+                              "int32")
         grad_sq = [ops.sum(ops.square(ops.cast(g, "float32"))) for g, _ in pairs]
+        # A copy: under TensorFlow `v.value` may be the variable itself (read after
+        # the update), under PyTorch the tensor the optimizer updates in place.
         before = [ops.copy(ops.cast(v.value, "float32")) for _, v in pairs]
         result = super().apply(grads, trainable_variables)  # type: ignore[misc]
         delta_sq = [ops.sum(ops.square(ops.cast(v.value, "float32") - b))
                     for (_, v), b in zip(pairs, before)]
         weight_sq = [ops.sum(ops.square(b)) for b in before]
-        layer_grad = _segment_sum(grad_sq, groups, n)
-        layer_ratio = ops.sqrt(_segment_sum(delta_sq, groups, n)
-                               / (_segment_sum(weight_sq, groups, n) + 1e-12))
-        global_norm = ops.sqrt(ops.sum(layer_grad))
+        per_layer = ops.reshape(
+            ops.segment_sum(ops.stack(grad_sq + delta_sq + weight_sq),
+                            ops.convert_to_tensor(segments), num_segments=3 * n), (3, n))
+        global_norm = ops.sqrt(ops.sum(per_layer[0]))
+        row = ops.concatenate([
+            ops.expand_dims(global_norm, 0),
+            ops.sqrt(per_layer[0]),
+            ops.sqrt(per_layer[1] / (per_layer[2] + 1e-12)),
+        ])
         step = ops.minimum(self.stab_step.value, self.stab_capacity - 1)
-        self.stab_grad_norm.assign(_row_update(self.stab_grad_norm.value, step, global_norm))
-        self.stab_layer_grad_norm.assign(
-            _row_update(self.stab_layer_grad_norm.value, step, ops.sqrt(layer_grad)))
-        self.stab_update_ratio.assign(_row_update(self.stab_update_ratio.value, step, layer_ratio))
+        self.stab_stats.assign(_row_update(self.stab_stats.value, step, row))
         bad = ops.cast(ops.logical_not(ops.isfinite(global_norm)), "float32")
         self.stab_nonfinite.assign(ops.maximum(self.stab_nonfinite.value, bad))
         self.stab_step.assign(self.stab_step.value + 1)
         return result
-
-
-def _segment_sum(values: list[Any], groups: list[int], n: int) -> Any:
-    """Sum scalar `values` into `n` bins by group (a small static loop)."""
-    bins: list[Any] = [ops.zeros((), "float32") for _ in range(n)]
-    for value, group in zip(values, groups):
-        bins[group] = bins[group] + value
-    return ops.stack(bins)
 
 
 _CLASS_CACHE: dict[type, type] = {}
@@ -142,20 +149,20 @@ class LossRecorder(keras.metrics.Metric):
         self.divergence_factor = divergence_factor
         self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
-        self.first = self.add_variable(shape=(), initializer="zeros", name="first")
         self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
 
     def record(self, loss: Any) -> None:
         loss = ops.cast(ops.mean(loss), "float32")
         count = self.count.value
         step = ops.minimum(count, self.capacity - 1)
-        self.buffer.assign(_row_update(self.buffer.value, step, loss))
-        first = ops.where(count == 0, loss, self.first.value)
-        self.first.assign(first)
-        exploded = ops.logical_or(
-            ops.logical_not(ops.isfinite(loss)),
-            ops.abs(loss) > self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
-        self.diverged.assign(ops.maximum(self.diverged.value, ops.cast(exploded, "float32")))
+        buffer = _row_update(self.buffer.value, step, loss)
+        self.buffer.assign(buffer)
+        first = buffer[0]  # the first step's loss, written there at count 0
+        healthy = ops.logical_and(
+            ops.isfinite(loss),
+            ops.abs(loss) <= self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
+        exploded = ops.cast(ops.logical_not(healthy), "float32")
+        self.diverged.assign(ops.maximum(self.diverged.value, exploded))
         self.count.assign(count + 1)
 
     def update_state(self, *args: Any, **kwargs: Any) -> None:
@@ -310,12 +317,15 @@ def read_trace(model: keras.Model, recorder: LossRecorder, callback: TelemetryCa
     opt_steps = int(ops.convert_to_numpy(opt.stab_step.value)) if opt.built else 0
     n = min(steps, opt_steps, recorder.capacity)
     callback._check()
+    layers = len(opt.stab_layer_names) if opt.built else 0
+    stats = (np.asarray(ops.convert_to_numpy(opt.stab_stats.value))[:n] if opt.built
+             else np.zeros((0, 1), "float32"))
     return ProbeTrace(
         loss=np.asarray(ops.convert_to_numpy(recorder.buffer.value))[:n].astype(np.float64),
-        grad_norm=np.asarray(ops.convert_to_numpy(opt.stab_grad_norm.value))[:n].astype(np.float64),
-        layer_grad_norm=np.asarray(ops.convert_to_numpy(opt.stab_layer_grad_norm.value))[:n],
-        update_ratio=np.asarray(ops.convert_to_numpy(opt.stab_update_ratio.value))[:n],
-        layer_names=list(opt.stab_layer_names),
+        grad_norm=stats[:, 0].astype(np.float64),
+        layer_grad_norm=stats[:, 1:1 + layers],
+        update_ratio=stats[:, 1 + layers:1 + 2 * layers],
+        layer_names=list(opt.stab_layer_names) if opt.built else [],
         val_loss=list(callback.val_loss),
         val_metrics=callback.val_metrics,
         bn_stats=callback.bn_stats,

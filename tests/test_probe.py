@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import scenarios
 from stabilizer import StabilityConfig
 from stabilizer.data import prepare_data
 from stabilizer.probe import run_probe
+from stabilizer.telemetry import instrumented_optimizer_class
 
 
 def test_probe_records_every_step_and_evaluation(small_digits, quick_settings):
@@ -71,3 +74,31 @@ def test_user_metrics_and_loss_are_kept(small_digits, quick_settings):
 
     trace = run_probe(build, prepare_data(small_digits), StabilityConfig(), quick_settings, seed=0)
     assert "val_top3" in trace.val_metrics[-1]
+
+
+def _sgd_with_telemetry(layers: int) -> tuple[Any, list[Any]]:
+    variables = [keras.Variable(np.full((2, 2), 2.0, "float32"), name=f"w{i}")
+                 for i in range(layers)]
+    optimizer = instrumented_optimizer_class(keras.optimizers.SGD)(learning_rate=0.1)
+    optimizer.stab_capacity = 4
+    optimizer.build(variables)
+    return optimizer, variables
+
+
+def test_update_ratio_is_the_update_norm_over_the_weight_norm_per_layer():
+    optimizer, variables = _sgd_with_telemetry(2)
+    grads = [np.full((2, 2), 1.0, "float32"), np.full((2, 2), 3.0, "float32")]
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    row = keras.ops.convert_to_numpy(optimizer.stab_stats.value)[0]
+    # plain SGD: the update is 0.1 * g, the weights were all 2.0 (norm 4.0)
+    np.testing.assert_allclose(row, [np.sqrt(4 + 36), 2.0, 6.0, 0.05, 0.15], rtol=1e-5)
+
+
+def test_an_overflowing_layer_leaves_the_other_layers_statistics_finite():
+    optimizer, variables = _sgd_with_telemetry(2)
+    grads = [np.full((2, 2), 1.0, "float32"), np.full((2, 2), np.inf, "float32")]
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    row = keras.ops.convert_to_numpy(optimizer.stab_stats.value)[0]
+    assert not np.isfinite(row[0]) and not np.isfinite(row[2])  # global and layer 2
+    np.testing.assert_allclose(row[[1, 3]], [2.0, 0.05], rtol=1e-5)  # layer 1 untouched
+    assert float(keras.ops.convert_to_numpy(optimizer.stab_nonfinite.value)) == 1.0
