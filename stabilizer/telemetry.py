@@ -97,10 +97,7 @@ class _TelemetryMixin:
             self.stab_step.assign(self.stab_step.value + 1)
             return super().apply(grads, trainable_variables)  # type: ignore[misc]
         n = len(self.stab_layer_names)
-        groups = [self._stab_index.get(id(v), 0) for _, v in pairs]
-        # bins 0..n-1: gradient, n..2n-1: update, 2n..3n-1: weight sums of squares
-        segments = np.asarray(groups + [n + g for g in groups] + [2 * n + g for g in groups],
-                              "int32")
+        segments = self._stab_segments(tuple(self._stab_index.get(id(v), 0) for _, v in pairs))
         grad_sq = [ops.sum(ops.square(ops.cast(g, "float32"))) for g, _ in pairs]
         # A copy: under TensorFlow `v.value` may be the variable itself (read after
         # the update), under PyTorch the tensor the optimizer updates in place.
@@ -111,7 +108,7 @@ class _TelemetryMixin:
         weight_sq = [ops.sum(ops.square(b)) for b in before]
         per_layer = ops.reshape(
             ops.segment_sum(ops.stack(grad_sq + delta_sq + weight_sq),
-                            ops.convert_to_tensor(segments), num_segments=3 * n), (3, n))
+                            segments, num_segments=3 * n), (3, n))
         global_norm = ops.sqrt(ops.sum(per_layer[0]))
         row = ops.concatenate([
             ops.expand_dims(global_norm, 0),
@@ -124,6 +121,19 @@ class _TelemetryMixin:
         self.stab_nonfinite.assign(ops.maximum(self.stab_nonfinite.value, bad))
         self.stab_step.assign(self.stab_step.value + 1)
         return result
+
+    def _stab_segments(self, groups: tuple[int, ...]) -> Any:
+        """`segment_sum` ids for the stacked sums of squares of variables in `groups`.
+
+        Bins 0..n-1 take the gradients', n..2n-1 the updates', 2n..3n-1 the
+        weights'. Kept per `groups` (the same at every step unless a gradient is
+        None), so an eagerly run step (PyTorch) does not rebuild them each time.
+        """
+        cache = self.__dict__.setdefault("_stab_segment_cache", {})
+        if groups not in cache:
+            n = len(self.stab_layer_names)
+            cache[groups] = np.asarray([g + k * n for k in range(3) for g in groups], "int32")
+        return cache[groups]
 
 
 _CLASS_CACHE: dict[type, type] = {}
@@ -141,6 +151,8 @@ class LossRecorder(keras.metrics.Metric):
 
     `update_state` and `reset_state` do nothing: Keras resets metrics at each epoch
     and before validation, but this buffer spans the whole probe.
+    The first step's loss, the divergence rule's reference, is read from slot 0 of
+    the buffer, so `capacity` must be at least 2 (a probe has at least 2 steps).
     """
 
     def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss") -> None:
@@ -317,15 +329,14 @@ def read_trace(model: keras.Model, recorder: LossRecorder, callback: TelemetryCa
     opt_steps = int(ops.convert_to_numpy(opt.stab_step.value)) if opt.built else 0
     n = min(steps, opt_steps, recorder.capacity)
     callback._check()
-    layers = len(opt.stab_layer_names) if opt.built else 0
-    stats = (np.asarray(ops.convert_to_numpy(opt.stab_stats.value))[:n] if opt.built
-             else np.zeros((0, 1), "float32"))
+    layers = len(opt.stab_layer_names)
+    stats = np.asarray(ops.convert_to_numpy(opt.stab_stats.value))[:n]
     return ProbeTrace(
         loss=np.asarray(ops.convert_to_numpy(recorder.buffer.value))[:n].astype(np.float64),
         grad_norm=stats[:, 0].astype(np.float64),
         layer_grad_norm=stats[:, 1:1 + layers],
         update_ratio=stats[:, 1 + layers:1 + 2 * layers],
-        layer_names=list(opt.stab_layer_names) if opt.built else [],
+        layer_names=list(opt.stab_layer_names),
         val_loss=list(callback.val_loss),
         val_metrics=callback.val_metrics,
         bn_stats=callback.bn_stats,
