@@ -15,9 +15,10 @@ own seeded 80/20 train/validation split, the one `stabilize()` makes). Methods:
     from 1e-6 to 10 over one candidate's probe steps) picks the learning rate
     (``suggested_lr``: a tenth of the largest stable one); everything else is kept.
 (e) ``stabilizer``: `stabilize()` with the scenario's space: the baseline diagnosed
-    first (its probes plus an LR range test, and a second one under clipping when
-    gradients explode), the space focused on the findings, then the search (one
-    trial fewer, for the range tests' steps).
+    first (its probes plus an LR range test, and a second one under the repairs the
+    findings call for: clipping when gradients explode, the matched initializer when
+    the initialization is implicated), the space focused on the findings, then the
+    search (one trial fewer, for the range tests' steps).
 
 Budget: every search gets ``(trials + 1) * seeds * probe_steps`` optimizer steps.
 The stabilizer probes the baseline, runs one or two LR range tests of ``probe_steps``
@@ -214,7 +215,7 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
     """(e): `stabilize()`; also measures the search's own overhead.
 
     The diagnosis of the baseline adds an LR range test of ``probe_steps`` steps
-    (two when gradients explode: the second under clipping), so the stabilizer runs
+    (two when the findings call for a repair: the second under it), so the stabilizer runs
     one trial fewer than the budget allows (a trial is ``seeds * probe_steps`` steps,
     as many as both tests at the presets' two seeds). The diagnosis of the
     chosen configuration (`diagnose_after`) does not change the choice and is
@@ -233,7 +234,7 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
     probe_seconds = sum(float(c.get("seconds") or 0.0) for c in curves)
     steps = sum(int(c.get("steps") or 0) for c in curves)
     diagnosis = result.diagnosis
-    tests = [diagnosis.lr_range, diagnosis.clipped_lr_range] if diagnosis is not None else []
+    tests = [diagnosis.lr_range, diagnosis.repaired_lr_range] if diagnosis is not None else []
     for lr_test in tests:  # training runs like the probes
         if lr_test is not None:
             probe_seconds += lr_test.seconds

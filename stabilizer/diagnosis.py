@@ -132,10 +132,16 @@ Learning rate (`lr_range_test`: the largest rate before the loss blows up):
   times the range test's ``max_stable_lr``. Warning; error when it is at or
   above the rate at which the loss blew up.
 
-When gradients explode or the run diverges, the range test is repeated with
-global-norm clipping at 1.0 (`Diagnosis.clipped_lr_range`): clipping bounds the
-steps the plain test blew up on, so the plain test says nothing about the rates a
-clipped training tolerates, and `focus` bounds a search that clips by this one.
+The range test is repeated under the repairs the findings call for
+(`Diagnosis.repaired_lr_range`, run under `Diagnosis.repair`), because the search
+tries those repairs first and the plain test says little about the rates they
+tolerate: global-norm clipping at 1.0 when gradients explode or the run diverges
+(clipping bounds the steps the plain test blew up on), and the activation-matched
+initializer ``auto`` when the initialization is implicated (vanishing gradients,
+dead or saturated units, a mismatched, too large or too small initializer: under
+the user's initializer the loss may not fall at any rate, and the plain test is
+then unreliable). `focus` bounds the search by this test, and the first trial,
+which applies the repairs, takes its suggested learning rate.
 
 Per evaluation ("epoch" in the report) the diagnosis also records each layer's
 weight mean and standard deviation, its mean update/weight ratio over the
@@ -229,6 +235,15 @@ _DIMENSION_NAMES = {f.name for f in dataclasses.fields(StabilityConfig)}
 #: Findings that put clipping first in `Diagnosis.focus` and repeat the LR range
 #: test under clipping.
 CLIPPING_CODES = frozenset({"exploding_gradients", "diverged", "loss_spikes"})
+#: Findings that put matched initializers first in `Diagnosis.focus`.
+INIT_CODES = frozenset({"vanishing_gradients", "saturated_activations", "dead_relu",
+                        "init_mismatch", "large_init", "small_init", "exploding_gradients"})
+#: Findings that implicate the initialization itself: the LR range test is repeated
+#: under the matched initializer "auto" (exploding gradients are clipping's).
+INIT_REPAIR_CODES = INIT_CODES - {"exploding_gradients"}
+#: The settings the repeated range test runs under, per group of findings.
+CLIP_REPAIR: dict[str, Any] = {"clipping": "global_norm", "clip_value": 1.0}
+INIT_REPAIR: dict[str, Any] = {"initializer": "auto"}
 #: The dimensions that address each finding (only fields `StabilityConfig` has).
 _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "diverged": ("learning_rate", "clipping", "clip_value", "lr_schedule", "initializer"),
@@ -978,9 +993,12 @@ class Diagnosis:
     lr_range: LRRangeResult | None = None
     user_lr: float | None = None
     seconds: float = 0.0
-    #: The range test repeated under global-norm clipping (1.0), run when gradients
-    #: explode or the run diverges (see the module docstring); None otherwise.
-    clipped_lr_range: LRRangeResult | None = None
+    #: The range test repeated under `repair` (global-norm clipping at 1.0 when
+    #: gradients explode or the run diverges, the initializer "auto" when the
+    #: initialization is implicated; see the module docstring); None otherwise.
+    repaired_lr_range: LRRangeResult | None = None
+    #: The `StabilityConfig` fields `repaired_lr_range` ran under (empty without it).
+    repair: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: What a KerasTuner-style `build_fn(hp)`'s hyperparameters took (empty otherwise).
     hp_values: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The probes themselves (one per seed; not serialised): `stabilize()` scores
@@ -989,6 +1007,25 @@ class Diagnosis:
                                                  compare=False)
 
     # -- queries ----------------------------------------------------------------
+    @property
+    def clipped_lr_range(self) -> LRRangeResult | None:
+        """`repaired_lr_range` when its repair clips (None otherwise)."""
+        return self.repaired_lr_range if self._repair_clips() else None
+
+    def _repair_clips(self) -> bool:
+        return self.repair.get("clipping") not in (None, "none", "keep")
+
+    def repair_text(self) -> str:
+        """The repair the second range test ran under, in words."""
+        parts = []
+        if self._repair_clips():
+            parts.append(f"global-norm clipping ({float(self.repair.get('clip_value', 1.0))})"
+                         if self.repair["clipping"] == "global_norm" else
+                         f"clipping {self.repair['clipping']} ({self.repair.get('clip_value')})")
+        if "initializer" in self.repair:
+            parts.append(f"initializer {self.repair['initializer']}")
+        return " and ".join(parts) or "the repair"
+
     def __contains__(self, code: str) -> bool:
         return any(f.code == code for f in self.findings)
 
@@ -1030,8 +1067,9 @@ class Diagnosis:
             "epochs": self.epochs,
             "initializers": self.initializers,
             "lr_range": self.lr_range.to_dict() if self.lr_range is not None else None,
-            "clipped_lr_range": self.clipped_lr_range.to_dict()
-            if self.clipped_lr_range is not None else None,
+            "repaired_lr_range": self.repaired_lr_range.to_dict()
+            if self.repaired_lr_range is not None else None,
+            "repair": self.repair,
             "hp_values": self.hp_values,
         })
 
@@ -1040,7 +1078,10 @@ class Diagnosis:
         """The inverse of `to_dict` (as stored on a study), without the traces."""
         findings = [Finding(**{**f, "dimensions": tuple(f.get("dimensions") or ())})
                     for f in data.get("findings") or []]
-        lr, clipped = data.get("lr_range"), data.get("clipped_lr_range")
+        lr, repaired = data.get("lr_range"), data.get("repaired_lr_range")
+        repair = dict(data.get("repair") or {})
+        if repaired is None and data.get("clipped_lr_range"):  # stored before repairs
+            repaired, repair = data["clipped_lr_range"], dict(CLIP_REPAIR)
         return cls(findings=findings, config=StabilityConfig.from_dict(data.get("config") or {}),
                    seeds=list(data.get("seeds") or []), steps=int(data.get("steps") or 0),
                    batch_size=int(data.get("batch_size") or 0),
@@ -1049,7 +1090,8 @@ class Diagnosis:
                    epochs=list(data.get("epochs") or []),
                    initializers=list(data.get("initializers") or []),
                    lr_range=LRRangeResult.from_dict(lr) if lr else None,
-                   clipped_lr_range=LRRangeResult.from_dict(clipped) if clipped else None,
+                   repaired_lr_range=LRRangeResult.from_dict(repaired) if repaired else None,
+                   repair=repair if repaired else {},
                    user_lr=data.get("user_lr"), seconds=float(data.get("seconds") or 0.0),
                    hp_values=dict(data.get("hp_values") or {}))
 
@@ -1067,8 +1109,8 @@ class Diagnosis:
         lines += [f.to_text() for f in self.findings]
         if self.lr_range is not None:
             lines.append(self.lr_range.to_text())
-        if self.clipped_lr_range is not None:
-            lines.append("Under global-norm clipping (1.0): " + self.clipped_lr_range.to_text())
+        if self.repaired_lr_range is not None:
+            lines.append(f"Under {self.repair_text()}: " + self.repaired_lr_range.to_text())
         if epochs and self.epochs:
             lines.append(f"Per epoch (seed {self.seeds[0]}):")
             lines += ["  " + row for row in _epoch_rows(self.epochs[0])]
@@ -1099,9 +1141,9 @@ class Diagnosis:
         if self.lr_range is not None:
             text = html.escape(self.lr_range.to_text()).replace("\n", "<br>")
             parts.append(f"<p>{text}</p>")
-        if self.clipped_lr_range is not None:
-            text = html.escape(self.clipped_lr_range.to_text()).replace("\n", "<br>")
-            parts.append(f"<p>Under global-norm clipping (1.0): {text}</p>")
+        if self.repaired_lr_range is not None:
+            text = html.escape(self.repaired_lr_range.to_text()).replace("\n", "<br>")
+            parts.append(f"<p>Under {html.escape(self.repair_text())}: {text}</p>")
         if self.epochs:
             rows_text = html.escape("\n".join(_epoch_rows(self.epochs[0])))
             parts.append(f"<h3>Per epoch (seed {self.seeds[0]})</h3><pre>{rows_text}</pre>")
@@ -1157,13 +1199,20 @@ class Diagnosis:
         The first choice of every focused categorical dimension, the range test's
         suggested learning rate (clipped to the range) and the geometric middle of
         the other ranges; conditional children only where their parent needs them.
-        Dimensions that are not searched (fixed, or a single choice) are left out.
+        The batch size stays the user's when the findings did not reorder the batch
+        sizes and the space offers it (a space lists them smallest first, which says
+        nothing about the model). Dimensions that are not searched (fixed, or a
+        single choice) are left out.
         """
-        focused = self.focus(space)
+        original = load_space(space)
+        focused = self.focus(original)
         params: dict[str, Any] = {}
         for key, dim in focused.dimensions.items():
             if isinstance(dim, Choice) and len(dim.values) > 1:
                 params[key] = dim.values[0]
+                if key == "batch_size" and self.batch_size in dim.values \
+                        and dim == original.dimensions.get(key):
+                    params[key] = self.batch_size
             elif isinstance(dim, FloatRange):
                 middle = math.sqrt(dim.low * dim.high) if dim.log and dim.low > 0 \
                     else (dim.low + dim.high) / 2
@@ -1195,13 +1244,24 @@ class Diagnosis:
         return any(_mismatch(init, str(r.get("activation"))) for r in self.initializers)
 
     def _first_lr(self, focused: SearchSpace) -> float:
-        """The range test's suggestion; the clipped test's when the first trial clips."""
+        """The range test's suggestion; the repaired test's when the first trial repairs.
+
+        The first trial applies the repair when it clips (for a repair that clips)
+        or takes the initializer "auto" (for a repair of the initializer).
+        """
         assert self.lr_range is not None
-        clipping = focused.dimensions.get("clipping")
-        first = clipping.values[0] if isinstance(clipping, Choice) else \
-            clipping.value if isinstance(clipping, Fixed) else None
-        if self.clipped_lr_range is not None and first not in (None, "none", "keep"):
-            return self.clipped_lr_range.suggested_lr
+
+        def first(key: str) -> Any:
+            dim = focused.dimensions.get(key)
+            return dim.values[0] if isinstance(dim, Choice) else \
+                dim.value if isinstance(dim, Fixed) else None
+
+        repaired = self.repaired_lr_range
+        if repaired is not None and (
+                (self._repair_clips() and first("clipping") not in (None, "none", "keep"))
+                or ("initializer" in self.repair
+                    and first("initializer") == self.repair["initializer"])):
+            return repaired.suggested_lr
         return self.lr_range.suggested_lr
 
     def range_test_trial(self, space: SearchSpace | str | dict[str, Any]
@@ -1260,15 +1320,16 @@ class Diagnosis:
                 dims["clip_value"] = FloatRange(0.5, 5.0, log=True)
         # Learning rate: the range test's bound, or below the rate that misbehaved.
         cap, why = None, ""
-        lr = self.lr_range
+        lr, repaired = self.lr_range, self.repaired_lr_range
         if lr is not None and (lr.reliable or "lr_too_high" in active):
             cap, why = lr.max_stable_lr, "LR range test max stable LR"
-            if clip_codes and self.clipped_lr_range is not None:
-                # Clipping is searched, first: its own range test bounds the rates.
-                cap = max(cap, self.clipped_lr_range.max_stable_lr)
-                why = "LR range test max stable LR under clipping"
-            elif clip_codes:  # the test ran unclipped; clipping bounds the steps it blew up on
+            if clip_codes and repaired is None:
+                # The test ran unclipped; clipping bounds the steps it blew up on.
                 cap, why = 10 * cap, "10x the LR range test max stable LR: clipping is searched"
+        if repaired is not None and (cap is not None or repaired.reliable):
+            # The repairs are searched, first: their own range test bounds the rates.
+            cap = max(cap or 0.0, repaired.max_stable_lr)
+            why = f"LR range test max stable LR under {self.repair_text()}"
         if active & {"oscillating_loss", "diverged"} and self.user_lr and lr is None:
             cap, why = self.user_lr, "the learning rate that misbehaved"
         if cap is not None:
@@ -1286,8 +1347,7 @@ class Diagnosis:
                 dims["learning_rate"] = FloatRange(cap / 30, cap, log=True)
                 notes.append(f"learning_rate: added [{cap / 30:.3g}, {cap:.3g}] ({why})")
         # Matched initializers first when the initialisation is implicated.
-        init_codes = {"vanishing_gradients", "saturated_activations", "dead_relu",
-                      "init_mismatch", "large_init", "small_init", "exploding_gradients"}
+        init_codes = INIT_CODES
         if active & init_codes:
             inits = first(values("initializer", ("auto",)), ("auto",))
             if "auto" not in inits:
@@ -1445,12 +1505,12 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     builder = _FindingBuilder(th, traces, monitors, plan, actual_batch, steps, user_lr,
                               lr_result, settings)
     findings = builder.build()
-    clipped: LRRangeResult | None = None
-    if lr_range is True and any(f.code in CLIPPING_CODES and f.at_least("warning")
-                                for f in findings):
-        clipped = lr_range_test(
-            build_fn, probe_data, steps=lr_range_steps, config=settings, hp_values=hp_values,
-            candidate=dataclasses.replace(candidate, clipping="global_norm", clip_value=1.0))
+    repair = repair_for(findings, candidate) if lr_range is True else {}
+    repaired: LRRangeResult | None = None
+    if repair:
+        repaired = lr_range_test(build_fn, probe_data, steps=lr_range_steps, config=settings,
+                                 hp_values=hp_values,
+                                 candidate=dataclasses.replace(candidate, **repair))
     for monitor, trace in zip(monitors, traces):
         _add_update_ratios(monitor.records, trace, plan)
     return Diagnosis(
@@ -1458,8 +1518,24 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         batch_size=actual_batch, thresholds=th, per_seed=builder.per_seed,
         epochs=[m.records for m in monitors], initializers=monitors[0].static_layers,
         lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
-        clipped_lr_range=clipped,
+        repaired_lr_range=repaired, repair=repair if repaired is not None else {},
         hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
+
+
+def repair_for(findings: Iterable[Finding], candidate: StabilityConfig) -> dict[str, Any]:
+    """The settings the second LR range test runs under (empty: no second test).
+
+    Global-norm clipping at 1.0 for `CLIPPING_CODES`, the initializer "auto" for
+    `INIT_REPAIR_CODES` (unless the candidate already uses it), at warning level
+    or above; both when both apply, so one test covers the search's first trial.
+    """
+    active = {f.code for f in findings if f.at_least("warning")}
+    repair: dict[str, Any] = {}
+    if active & CLIPPING_CODES:
+        repair.update(CLIP_REPAIR)
+    if active & INIT_REPAIR_CODES and candidate.initializer != INIT_REPAIR["initializer"]:
+        repair.update(INIT_REPAIR)
+    return repair
 
 
 def _add_update_ratios(records: list[dict[str, Any]], trace: ProbeTrace, plan: ProbePlan) -> None:

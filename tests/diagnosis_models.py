@@ -84,6 +84,13 @@ def vanishing_deep_sigmoid() -> keras.Model:
                 keras.optimizers.SGD(0.01))
 
 
+def tiny_init_tanh_mlp() -> keras.Model:
+    """Eight tanh layers drawn from normal(stddev=0.01), SGD with momentum: the signal
+    vanishes, so under this initializer the loss falls at no learning rate."""
+    return _mlp([32] * 8, "tanh", keras.initializers.RandomNormal(stddev=0.01),
+                keras.optimizers.SGD(0.05, momentum=0.9))
+
+
 def dead_relu_mlp() -> keras.Model:
     """ReLU layers whose biases start at -3: almost every unit is silent from the start."""
     return _mlp([64, 64], "relu", "he_normal", bias_initializer=keras.initializers.Constant(-3.0))

@@ -7,6 +7,7 @@ module (cached) and several tests read it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -19,6 +20,8 @@ import scenarios
 
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.diagnosis import (
+    CLIP_REPAIR,
+    INIT_REPAIR,
     THRESHOLDS,
     Diagnosis,
     Finding,
@@ -410,7 +413,7 @@ def test_a_clipped_search_is_bounded_by_the_range_test_under_clipping():
     # An RNN: unclipped, anything above 1e-5 blows up; clipped, rates up to 1e-3 train.
     d = Diagnosis([finding("exploding_gradients"), finding("diverged", "error")],
                   StabilityConfig(), [0], 40, 32, dict(THRESHOLDS), lr_range=_range(1e-5),
-                  clipped_lr_range=_range(1e-3), user_lr=0.01)
+                  repaired_lr_range=_range(1e-3), repair=dict(CLIP_REPAIR), user_lr=0.01)
     space = load_space("recurrent")
     # Up to the clipped test's stable rate, down to the plain test's suggestion.
     lr = d.focus(space).dimensions["learning_rate"]
@@ -419,7 +422,68 @@ def test_a_clipped_search_is_bounded_by_the_range_test_under_clipping():
     assert first["clipping"] != "none" and first["learning_rate"] == pytest.approx(1e-4)
     plain = d.range_test_trial(space)  # does not clip: the plain test's suggestion
     assert plain["clipping"] == "none" and plain["learning_rate"] == pytest.approx(1e-6)
-    assert any("under clipping" in note for note in d.focus_notes(space))
+    assert any("under global-norm clipping" in note for note in d.focus_notes(space))
+
+
+def test_a_real_tiny_initializer_is_range_tested_again_under_auto():
+    d = run("tiny_init_tanh_mlp", lr_range=True)
+    assert "small_init" in d.codes("warning") and d.repair == INIT_REPAIR
+    # Under the user's normal(0.01) kernels the loss falls at no rate; under the matched
+    # initializer it does, and blows up at a finite rate.
+    assert not d.lr_range.reliable
+    repaired = d.repaired_lr_range
+    assert repaired is not None and repaired.reliable and repaired.blowup_lr is not None
+    first = d.first_trial("default")
+    assert first["initializer"] == "auto"
+    assert first["learning_rate"] == pytest.approx(repaired.suggested_lr)
+    assert first["batch_size"] == 32  # the user's
+
+
+def _unreliable(max_stable: float) -> LRRangeResult:
+    """A range test whose loss never fell (only its blow-up point means anything)."""
+    return dataclasses.replace(_range(max_stable), reliable=False)
+
+
+def test_an_implicated_initializer_is_range_tested_again_under_auto():
+    # Tiny kernels: under the user's initializer the loss falls at no rate (unreliable
+    # test); under "auto" it does, up to 0.5. The search tries "auto" first, so that
+    # test bounds it and the first trial takes its suggestion.
+    d = Diagnosis([finding("small_init"), finding("vanishing_gradients", "error")],
+                  StabilityConfig(), [0], 40, 32, dict(THRESHOLDS), lr_range=_unreliable(2e-4),
+                  repaired_lr_range=_range(0.5), repair=dict(INIT_REPAIR), user_lr=0.05)
+    space = load_space("default")  # learning rate 1e-4 .. 1e-1
+    assert d.focus(space).dimensions["learning_rate"] == FloatRange(1e-4, 1e-1, log=True)
+    narrow = space.with_dimensions(learning_rate=FloatRange(1e-4, 1.0, log=True))
+    assert d.focus(narrow).dimensions["learning_rate"].high == pytest.approx(0.5)
+    first = d.first_trial(space)
+    assert first["initializer"] == "auto" and first["learning_rate"] == pytest.approx(0.05)
+    assert "Under initializer auto:" in d.to_text()
+    again = Diagnosis.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert again.repair == INIT_REPAIR and again.clipped_lr_range is None
+    assert again.repaired_lr_range.max_stable_lr == pytest.approx(0.5)
+
+
+def test_a_diagnosis_stored_with_the_older_clipped_range_test_reads_back():
+    d = Diagnosis([finding("exploding_gradients")], StabilityConfig(), [0], 40, 32,
+                  dict(THRESHOLDS), lr_range=_range(1e-5), repaired_lr_range=_range(1e-3),
+                  repair=dict(CLIP_REPAIR))
+    stored = json.loads(json.dumps(d.to_dict()))
+    stored["clipped_lr_range"] = stored.pop("repaired_lr_range")
+    del stored["repair"]
+    again = Diagnosis.from_dict(stored)
+    assert again.repair == CLIP_REPAIR
+    assert again.clipped_lr_range.max_stable_lr == pytest.approx(1e-3)
+
+
+def test_the_first_trial_keeps_the_users_batch_size_unless_the_findings_reorder_it():
+    space = load_space("default")  # batch sizes 16, 32, 64, 128
+    stalled = Diagnosis([finding("stalled")], StabilityConfig(), [0], 40, 64, dict(THRESHOLDS))
+    assert stalled.first_trial(space)["batch_size"] == 64  # the user's, not the smallest
+    odd = Diagnosis([finding("stalled")], StabilityConfig(), [0], 40, 48, dict(THRESHOLDS))
+    assert odd.first_trial(space)["batch_size"] == 16  # not offered: the space's first
+    variance = Diagnosis([finding("seed_variance")], StabilityConfig(), [0], 40, 32,
+                         dict(THRESHOLDS))
+    assert variance.first_trial(space)["batch_size"] == 128  # larger batches first
 
 
 def test_focus_offers_only_initializers_that_match_every_activation():
