@@ -271,6 +271,23 @@ def test_the_baseline_is_probed_once_while_its_claimer_lives(tmp_path):
     assert other._study().user_attrs["baseline_claim"]["pid"] == os.getpid()
 
 
+def test_a_search_on_an_sqlite_file_claims_the_baseline_without_waiting(tmp_path):
+    # An SQLite file serves one process: its search claims the baseline and goes on
+    # (the settle wait is for workers starting together on a shared storage).
+    alone = _driver(tmp_path, {"learning_rate": [1e-3]},
+                    storage=f"sqlite:///{tmp_path / 'study.db'}")
+    alone.claim_settle_seconds = 5.0
+    start = time.monotonic()
+    assert alone.load_baseline() is None
+    assert time.monotonic() - start < 2.5
+    assert alone._study().user_attrs["baseline_claim"]["pid"] == os.getpid()
+    shared = _driver(tmp_path / "j", {"learning_rate": [1e-3]})  # a journal file
+    shared.claim_settle_seconds = 0.3
+    start = time.monotonic()
+    assert shared.load_baseline() is None
+    assert time.monotonic() - start >= 0.3
+
+
 # -- storage: journal files, URLs, workers, passwords ----------------------------------------------
 def test_journal_storage_from_a_url_or_a_log_path(tmp_path):
     for url in (f"journal://{tmp_path / 'a' / 'study.log'}", str(tmp_path / "b.log")):

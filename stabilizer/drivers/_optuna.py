@@ -489,6 +489,9 @@ class OptunaDriver(BaseDriver):
         wait for its result while the claimer lives (on another machine: for at most
         30 minutes). Last writer wins, and every claimer reads the claim back after
         `claim_settle_seconds`, so at most one of workers starting together probes.
+        On an SQLite file, which serves one process (several go to a journal file or
+        a database server), the claim is written but not waited on: a second search
+        started on the same file later still finds it and waits.
         """
         study = self._study()
         while True:
@@ -503,6 +506,8 @@ class OptunaDriver(BaseDriver):
                 time.sleep(self.poll_seconds)
                 continue
             study.set_user_attr("baseline_claim", this_worker())
+            if self.settings.resolved_storage().startswith("sqlite"):
+                return None
             time.sleep(self.claim_settle_seconds)
 
     def save_baseline(self, record: dict[str, Any]) -> None:
