@@ -74,6 +74,17 @@ of training-mode losses over batches of that size.
   ``spike_sigmas`` (4) times the sampling noise; warning at ``loss_spikes`` (2)
   per seed. The oscillation above is measured with the spikes replaced by the
   running median, so a few spikes do not read as oscillation.
+- ``loss_rising``: the training first learns, then comes apart: both the final
+  validation loss and the final smoothed training loss (a running median over
+  the last tenth of the steps, ``loss + floor`` with the floor 5% of the
+  untrained validation loss so that small losses' noise does not count) are
+  ``loss_rise`` (1.5) times their best so far or more. Warning; error when the
+  final validation loss is above the untrained model's (all it learned is
+  lost). Heavy momentum at a high learning rate does this: the swings grow
+  slowly, so the oscillation and spike checks (measured around a moving
+  average) and the divergence check (10x the start) do not see it, and an LR
+  range test, whose ramp is shorter than the momentum's memory, can still call
+  the rate stable. `focus` caps the learning rate below the user's.
 - ``stalled``: the best validation loss improved on the untrained model's by
   less than ``min_progress`` (5%). Warning; error when it did not improve.
 - ``seed_variance``: the standard deviation across seeds of log(validation
@@ -217,6 +228,7 @@ THRESHOLDS: dict[str, float] = {
     "spike_factor": 1.5,
     "spike_sigmas": 4.0,
     "loss_spikes": 2,
+    "loss_rise": 1.5,
     "min_progress": 0.05,
     "seed_spread": 0.15,
     "seed_spread_error": 0.5,
@@ -253,6 +265,7 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "saturated_activations": ("initializer", "learning_rate"),
     "oscillating_loss": ("learning_rate", "lr_schedule", "batch_size"),
     "loss_spikes": ("clipping", "clip_value", "learning_rate", "lr_schedule"),
+    "loss_rising": ("learning_rate", "lr_schedule", "clipping", "clip_value"),
     "stalled": ("learning_rate", "initializer", "lr_schedule"),
     "seed_variance": ("initializer", "learning_rate", "lr_schedule", "batch_size"),
     "bn_small_batch": ("batch_size", "normalization"),
@@ -477,10 +490,19 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
         train_progress = float(1.0 - np.median(good[-w:]) / np.median(good[:w]))
     final = trace.val_loss[-1] if trace.val_loss else float("nan")
     ratio = osc / sampling_noise if sampling_noise > 0 else float("nan")
+    train_rise = val_rise = float("nan")
+    if math.isfinite(initial) and initial > 0 and finite.all() and n >= 2 * w:
+        floor = 0.05 * initial
+        smooth_train = np.array([np.median(loss[max(0, i - w + 1):i + 1]) for i in range(n)])
+        smooth_train = smooth_train[w - 1:] + floor
+        train_rise = float(smooth_train[-1] / smooth_train.min())
+        if vals and math.isfinite(final):
+            val_rise = float((final + floor) / (min(vals) + floor))
     out.update(oscillation=osc, sampling_noise=sampling_noise, noise_ratio=ratio,
                trend=trend, turns=turns, loss_spikes=int(spikes.sum()), spike_jump=jump,
                first_loss_spike_step=int(np.argmax(spikes)) if spikes.any() else -1,
                progress=progress, train_progress=train_progress,
+               train_rise=train_rise, val_rise=val_rise,
                initial_val_loss=float(initial), final_val_loss=float(final),
                best_val_loss=min(vals) if vals else float("nan"),
                diverged=bool(trace.diverged or not math.isfinite(final)))
@@ -1332,6 +1354,10 @@ class Diagnosis:
             why = f"LR range test max stable LR under {self.repair_text()}"
         if active & {"oscillating_loss", "diverged"} and self.user_lr and lr is None:
             cap, why = self.user_lr, "the learning rate that misbehaved"
+        if "loss_rising" in active and self.user_lr and not clip_codes and (
+                cap is None or cap > self.user_lr):
+            # The user's own training came apart at this rate, whatever the ramp said.
+            cap, why = self.user_lr, "below the learning rate at which the loss rose again"
         if cap is not None:
             dim = current.get("learning_rate")
             if isinstance(dim, FloatRange) and dim.high > cap:
@@ -1761,6 +1787,7 @@ class _FindingBuilder:
                      "steps whose loss jumped above the running median by more than "
                      f"{th['spike_factor']:g}x and {th['spike_sigmas']:g} times the batch "
                      "sampling noise")
+        self._rising(losses)
         progress = _median(lo["progress"] for lo in losses)
         if not progress >= th["min_progress"]:
             metrics = self._metric_change()
@@ -1773,6 +1800,27 @@ class _FindingBuilder:
                      ["min_progress"],
                      f"the best validation loss is only {progress:.1%} below the untrained "
                      "model's")
+
+    def _rising(self, losses: list[dict[str, Any]]) -> None:
+        """`loss_rising`: the validation and the smoothed training loss end far above
+        their best (see the module docstring)."""
+        limit = self.th["loss_rise"]
+        train_rise = _median(lo["train_rise"] for lo in losses)
+        val_rise = _median(lo["val_rise"] for lo in losses)
+        if not (train_rise >= limit and val_rise >= limit):
+            return
+        final = _median(lo["final_val_loss"] for lo in losses)
+        initial = _median(lo["initial_val_loss"] for lo in losses)
+        best = _median(lo["best_val_loss"] for lo in losses)
+        self.add("loss_rising", "loss rising after it fell",
+                 "error" if final > initial else "warning",
+                 {"val_rise": val_rise, "train_rise": train_rise, "best_val_loss": best,
+                  "final_val_loss": final, "initial_val_loss": initial,
+                  "seeds_rising": sum(lo["val_rise"] >= limit for lo in losses)},
+                 ["loss_rise"],
+                 f"the validation loss fell to {best:.4g} and ended at {final:.4g} "
+                 f"({val_rise:.3g}x its best, the untrained model's is {initial:.4g}); the "
+                 f"smoothed training loss ended {train_rise:.3g}x its best")
 
     def _metric_change(self) -> dict[str, float]:
         """Change of each validation metric from the first to the last evaluation."""

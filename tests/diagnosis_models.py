@@ -131,6 +131,12 @@ def heavy_momentum_mlp() -> keras.Model:
     return _mlp([64], "relu", "he_normal", keras.optimizers.SGD(0.5, momentum=0.95))
 
 
+def momentum_runaway_mlp() -> keras.Model:
+    """A tanh MLP under SGD at 0.3 with momentum 0.99: the loss falls for a few dozen
+    steps, then the slowly growing swings carry it back above where it started."""
+    return _mlp([64], "tanh", "glorot_uniform", keras.optimizers.SGD(0.3, momentum=0.99))
+
+
 def batchnorm_mlp(momentum: float = 0.99, learning_rate: float = 1e-3) -> keras.Model:
     """A He-initialised ReLU MLP with BatchNormalization of the given momentum."""
     model = keras.Sequential([

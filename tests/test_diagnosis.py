@@ -145,6 +145,29 @@ def test_oscillating_loss():
     assert {"learning_rate", "lr_schedule"} <= set(osc.dimensions)
 
 
+def test_a_loss_that_falls_then_climbs_back_is_reported_rising():
+    d = run("momentum_runaway_mlp", seeds=2, steps=120, evaluations=4)
+    rising = d.get("loss_rising")
+    assert rising is not None and rising.severity == "error"  # ends above the untrained loss
+    assert rising.evidence["final_val_loss"] > rising.evidence["initial_val_loss"]
+    assert rising.evidence["val_rise"] >= THRESHOLDS["loss_rise"]
+    assert rising.evidence["train_rise"] >= THRESHOLDS["loss_rise"]
+    assert "diverged" not in d  # 10x its start: never reached
+    # The first 40 steps still learn: nothing rises yet.
+    assert "loss_rising" not in run("momentum_runaway_mlp", seeds=2, steps=40)
+
+
+def test_focus_caps_the_learning_rate_below_the_one_whose_loss_rose():
+    d = Diagnosis([finding("loss_rising", "error")], StabilityConfig(), [0], 120, 32,
+                  dict(THRESHOLDS), lr_range=_range(0.6), user_lr=0.3)
+    space = load_space("default")  # learning rate 1e-4 .. 1e-1
+    assert d.focus(space).dimensions["learning_rate"].high == pytest.approx(0.1)
+    wide = space.with_dimensions(learning_rate=FloatRange(1e-4, 1.0, log=True))
+    # The range test's ramp called 0.6 stable; the user's training at 0.3 came apart.
+    assert d.focus(wide).dimensions["learning_rate"].high == pytest.approx(0.3)
+    assert any("loss rose" in note for note in d.focus_notes(wide))
+
+
 def test_stalled_training():
     d = run("stalled_mlp")
     stalled = d.get("stalled")
