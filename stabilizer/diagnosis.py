@@ -76,7 +76,7 @@ of training-mode losses over batches of that size.
   running median, so a few spikes do not read as oscillation.
 - ``loss_rising``: the training first learns, then comes apart: both the final
   validation loss and the final smoothed training loss (a running median over
-  the last tenth of the steps, ``loss + floor`` with the floor 5% of the
+  a tenth of the steps, at least 5; ``loss + floor`` with the floor 5% of the
   untrained validation loss so that small losses' noise does not count) are
   ``loss_rise`` (1.5) times their best so far or more. Warning; error when the
   final validation loss is above the untrained model's (all it learned is
@@ -84,7 +84,8 @@ of training-mode losses over batches of that size.
   slowly, so the oscillation and spike checks (measured around a moving
   average) and the divergence check (10x the start) do not see it, and an LR
   range test, whose ramp is shorter than the momentum's memory, can still call
-  the rate stable. `focus` caps the learning rate below the user's.
+  the rate stable. `focus` caps the learning rate at the user's (unless
+  clipping is searched for exploding gradients, which changes what a rate does).
 - ``stalled``: the best validation loss improved on the untrained model's by
   less than ``min_progress`` (5%). Warning; error when it did not improve.
 - ``seed_variance``: the standard deviation across seeds of log(validation
@@ -189,6 +190,7 @@ from stabilizer.model import (
     resolve_build_fn,
 )
 from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probe
+from stabilizer.scoring import LOSS_FLOOR
 from stabilizer.space import Choice, Fixed, FloatRange, SearchSpace, load_space
 from stabilizer.telemetry import ProbeTrace, TelemetryCallback, layer_groups
 
@@ -492,7 +494,7 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
     ratio = osc / sampling_noise if sampling_noise > 0 else float("nan")
     train_rise = val_rise = float("nan")
     if math.isfinite(initial) and initial > 0 and finite.all() and n >= 2 * w:
-        floor = 0.05 * initial
+        floor = LOSS_FLOOR * initial
         smooth_train = np.array([np.median(loss[max(0, i - w + 1):i + 1]) for i in range(n)])
         smooth_train = smooth_train[w - 1:] + floor
         train_rise = float(smooth_train[-1] / smooth_train.min())
@@ -1373,8 +1375,8 @@ class Diagnosis:
                 dims["learning_rate"] = FloatRange(cap / 30, cap, log=True)
                 notes.append(f"learning_rate: added [{cap / 30:.3g}, {cap:.3g}] ({why})")
         # Matched initializers first when the initialisation is implicated.
-        init_codes = INIT_CODES
-        if active & init_codes:
+        init_codes = active & INIT_CODES
+        if init_codes:
             inits = first(values("initializer", ("auto",)), ("auto",))
             if "auto" not in inits:
                 inits.insert(0, "auto")
@@ -1382,8 +1384,7 @@ class Diagnosis:
                 inits = [v for v in inits if v != "keep"]
             inits = [v for v in inits if not self._mismatched(v)]
             dims["initializer"] = Choice(tuple(inits))
-            notes.append(f"initializer: {', '.join(inits)} "
-                         f"({', '.join(sorted(active & init_codes))})")
+            notes.append(f"initializer: {', '.join(inits)} ({', '.join(sorted(init_codes))})")
         elif "init_mismatch" in self and isinstance(current.get("initializer"), Choice):
             inits = first(values("initializer", ("auto",)), ("auto",))
             dims["initializer"] = Choice(tuple(inits))
