@@ -1359,7 +1359,7 @@ class Diagnosis:
         if "loss_rising" in active and self.user_lr and not clip_codes and (
                 cap is None or cap > self.user_lr):
             # The user's own training came apart at this rate, whatever the ramp said.
-            cap, why = self.user_lr, "below the learning rate at which the loss rose again"
+            cap, why = self.user_lr, "the learning rate at which the loss rose again"
         if cap is not None:
             dim = current.get("learning_rate")
             if isinstance(dim, FloatRange) and dim.high > cap:

@@ -159,7 +159,7 @@ def test_a_loss_that_falls_then_climbs_back_is_reported_rising():
     assert "loss_rising" not in run("healthy_mlp", seeds=2, steps=120, evaluations=4)
 
 
-def test_focus_caps_the_learning_rate_below_the_one_whose_loss_rose():
+def test_focus_caps_the_learning_rate_at_the_one_whose_loss_rose():
     d = Diagnosis([finding("loss_rising", "error")], StabilityConfig(), [0], 120, 32,
                   dict(THRESHOLDS), lr_range=_range(0.6), user_lr=0.3)
     space = load_space("default")  # learning rate 1e-4 .. 1e-1
