@@ -495,8 +495,9 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
     train_rise = val_rise = float("nan")
     if math.isfinite(initial) and initial > 0 and finite.all() and n >= 2 * w:
         floor = LOSS_FLOOR * initial
-        smooth_train = np.array([np.median(loss[max(0, i - w + 1):i + 1]) for i in range(n)])
-        smooth_train = smooth_train[w - 1:] + floor
+        # Trailing running median: one value per full window of w steps.
+        smooth_train = np.median(np.lib.stride_tricks.sliding_window_view(loss, w), axis=1)
+        smooth_train = smooth_train + floor
         train_rise = float(smooth_train[-1] / smooth_train.min())
         if vals and math.isfinite(final):
             val_rise = float((final + floor) / (min(vals) + floor))
@@ -1246,8 +1247,7 @@ class Diagnosis:
         parents = {"decay_rate": ("lr_schedule", ("exponential",)),
                    "warmup_fraction": ("lr_schedule", ("warmup_cosine",)),
                    "clip_value": ("clipping", ("norm", "value", "global_norm"))}
-        values = {k: d.value if isinstance(d, Fixed) else d.values[0] if isinstance(d, Choice)
-                  else None for k, d in focused.dimensions.items()}
+        values = {k: _leading(d) for k, d in focused.dimensions.items()}
         for child, (parent, needs) in parents.items():
             if child in params and params.get(parent, values.get(parent)) not in needs:
                 del params[child]
@@ -1276,9 +1276,7 @@ class Diagnosis:
         assert self.lr_range is not None
 
         def first(key: str) -> Any:
-            dim = focused.dimensions.get(key)
-            return dim.values[0] if isinstance(dim, Choice) else \
-                dim.value if isinstance(dim, Fixed) else None
+            return _leading(focused.dimensions.get(key))
 
         repaired = self.repaired_lr_range
         if repaired is not None and (
@@ -1423,6 +1421,12 @@ class Diagnosis:
             focused = dataclasses.replace(
                 focused, description=f"{space.description} [focused by diagnosis: {text}]".strip())
         return focused, notes
+
+
+def _leading(dim: Any) -> Any:
+    """The value a dimension offers first: a fixed value, a choice's first; else None."""
+    return dim.value if isinstance(dim, Fixed) else \
+        dim.values[0] if isinstance(dim, Choice) else None
 
 
 def _epoch_rows(records: list[dict[str, Any]]) -> list[str]:
