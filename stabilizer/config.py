@@ -146,9 +146,9 @@ class StabilityConfig(_YamlMixin):
     """
 
     initializer: str = _field(
-        "keep", "'keep', 'auto' (He for ReLU family, Glorot for tanh/sigmoid, LeCun for "
-        "SELU; a negative constant bias on a ReLU layer is reset to zeros) or a Keras "
-        "initializer name applied to every kernel")
+        "keep", "'keep', 'auto' (He for ReLU family, Glorot for tanh/sigmoid and for "
+        "recurrent layers, LeCun for SELU; a negative constant bias on a ReLU layer is "
+        "reset to zeros) or a Keras initializer name applied to every kernel")
     learning_rate: float | None = _field(None, "initial learning rate; None keeps the user's")
     lr_schedule: str = _field("keep", f"one of {', '.join(LR_SCHEDULES)}")
     decay_rate: float | None = _field(

@@ -129,7 +129,8 @@ initialisation is ``fan_in * Var(W) * c`` (c = 1/2 for the ReLU family, 1
 otherwise); its running product over the layers is the signal's variance drift.
 
 - ``init_mismatch``: ReLU-family activations with a scale-1 variance-scaling
-  initializer (Glorot/LeCun; Keras' default is Glorot uniform), SELU without
+  initializer (Glorot/LeCun; Keras' default is Glorot uniform) outside recurrent
+  layers (whose input kernels take Glorot for any activation), SELU without
   LeCun normal, sigmoid/tanh with a scale-2 (He) initializer. "info" unless
   the drift leaves [1/``init_drift``, ``init_drift``] (100), then a warning: a
   mismatch in a shallow net is harmless, one compounded over depth is not.
@@ -185,6 +186,7 @@ from stabilizer.lr_range import (
 )
 from stabilizer.model import (
     activation_family,
+    is_recurrent,
     layer_activations,
     replay_hyperparameters,
     resolve_build_fn,
@@ -572,9 +574,11 @@ def check_initializers(model: keras.Model, thresholds: dict[str, float] | None =
         description, variance = _initializer_info(target.kernel_initializer, fan_in, fan_out)
         act = activations[layer.name]
         gain = fan_in * variance * _activation_slope(act) if variance is not None else None
+        recurrent = is_recurrent(layer)
         records.append({"layer": layer.name, "activation": act, "initializer": description,
                         "fan_in": fan_in, "fan_out": fan_out, "variance_gain": gain,
-                        "mismatch": _mismatch(target.kernel_initializer, act)})
+                        "recurrent": recurrent,
+                        "mismatch": _mismatch(target.kernel_initializer, act, recurrent)})
     gains = [r["variance_gain"] for r in records if r["variance_gain"] is not None]
     cumulative = [float(np.prod(gains[:i + 1])) for i in range(len(gains))]
     drift = max((abs(math.log10(c)) for c in cumulative if c > 0), default=0.0)
@@ -639,7 +643,12 @@ def _is_plain_random(description: str) -> bool:
                                    "Constant", "Ones"))
 
 
-def _mismatch(init: Any, activation: str) -> str:
+def _mismatch(init: Any, activation: str, recurrent: bool = False) -> str:
+    """Why `init` does not suit `activation` ("" when it does); see the module docstring.
+
+    A recurrent layer's Glorot input kernel is the match for every activation
+    (`stabilizer.model.matched_initializer`), so it is never a mismatch there.
+    """
     family = activation_family(activation)
     scaling = isinstance(init, keras.initializers.VarianceScaling)
     if family == "selu":
@@ -650,7 +659,7 @@ def _mismatch(init: Any, activation: str) -> str:
         if scaling and float(init.scale) >= 1.5 and activation in ("sigmoid", "tanh"):
             return f"{activation} with He (scale {float(init.scale):g})"
         return ""
-    if family == "relu" and scaling and float(init.scale) < 1.5:
+    if family == "relu" and scaling and float(init.scale) < 1.5 and not recurrent:
         return f"{activation} with Glorot/LeCun (scale {float(init.scale):g})"
     return ""
 
@@ -1265,7 +1274,8 @@ class Diagnosis:
             init = keras.initializers.get(initializer)
         except (ValueError, TypeError):
             return False
-        return any(_mismatch(init, str(r.get("activation"))) for r in self.initializers)
+        return any(_mismatch(init, str(r.get("activation")), bool(r.get("recurrent")))
+                   for r in self.initializers)
 
     def _first_lr(self, focused: SearchSpace) -> float:
         """The range test's suggestion; the repaired test's when the first trial repairs.

@@ -6,6 +6,12 @@ models. Subclassed models cannot be cloned that way; for them the documented
 fallback rewrites the layers in place: unbuilt layers get the new initializer
 before they build, built layers have their kernels re-drawn from it, and
 BatchNormalization momentum/epsilon are set on the layer (read at trace time).
+`initializer="auto"` gives recurrent layers (SimpleRNN, LSTM, GRU, ConvLSTM)
+Glorot uniform input kernels whatever their activation, as Keras does by default:
+their state is fed a new input every time step, so He's gain of 2, right for a
+ReLU stack's depth, compounds over the time steps instead (the zoo's ReLU
+SimpleRNN with identity recurrence on the 50-step adding problem: an untrained
+mean squared error of 13-2480 over five seeds under He, 0.8-13 under Glorot).
 `initializer="auto"` also resets a negative constant bias initializer to zeros on
 ReLU-family layers: a bias of -0.5 switches most units off before the first step
 (dead ReLUs), which no kernel initializer can repair.
@@ -43,6 +49,7 @@ __all__ = [
     "activation_family",
     "apply_config",
     "call_build_fn",
+    "is_recurrent",
     "make_optimizer",
     "matched_initializer",
     "plateau_callback",
@@ -65,8 +72,14 @@ def activation_family(name: str) -> str:
     return "saturating"
 
 
-def matched_initializer(activation: str) -> str:
-    """He for the ReLU family, LeCun for SELU, Glorot for tanh/sigmoid/linear."""
+def matched_initializer(activation: str, recurrent: bool = False) -> str:
+    """He for the ReLU family, LeCun for SELU, Glorot for tanh/sigmoid/linear.
+
+    A recurrent layer's input kernel gets Glorot uniform whatever its activation
+    (see the module docstring).
+    """
+    if recurrent:
+        return "glorot_uniform"
     family = activation_family(activation)
     return {"relu": "he_normal", "selu": "lecun_normal"}.get(family, "glorot_uniform")
 
@@ -188,11 +201,21 @@ def call_build_fn(build_fn: Callable[..., Any], hp: Any = None) -> keras.Model:
     return model
 
 
-def _initializer_for(config: StabilityConfig, activation: str) -> str | None:
+def is_recurrent(layer: Any) -> bool:
+    """True for recurrent layers (`keras.layers.RNN` and its subclasses) and their cells.
+
+    A cell is a layer of its own (with the kernel), found by its `state_size`,
+    which the RNN cell API requires.
+    """
+    return isinstance(layer, keras.layers.RNN) or hasattr(layer, "state_size")
+
+
+def _initializer_for(config: StabilityConfig, activation: str,
+                     recurrent: bool = False) -> str | None:
     if config.initializer == "keep":
         return None
     if config.initializer == "auto":
-        return matched_initializer(activation)
+        return matched_initializer(activation, recurrent)
     return config.initializer
 
 
@@ -219,7 +242,8 @@ def apply_config(model: keras.Model, config: StabilityConfig,
     changes: list[str] = []
 
     def rewrite(layer_config: dict[str, Any], layer: keras.layers.Layer) -> dict[str, Any]:
-        init = _initializer_for(config, activations.get(layer.name, "linear"))
+        init = _initializer_for(config, activations.get(layer.name, "linear"),
+                                is_recurrent(layer))
         if init is not None and "kernel_initializer" in layer_config:
             layer_config["kernel_initializer"] = keras.initializers.serialize(
                 keras.initializers.get(init))
@@ -328,10 +352,16 @@ def _is_graph_model(model: keras.Model) -> bool:
 
 def _rewrite_in_place(model: keras.Model, config: StabilityConfig, activations: dict[str, str],
                       changes: list[str]) -> None:
-    """The fallback for subclassed models (see the module docstring)."""
+    """The fallback for subclassed models (see the module docstring).
+
+    A recurrent layer's kernel belongs to its cell, which is a layer of the
+    flattened model itself (the layer's `kernel_initializer` is a read-only view).
+    """
     for layer in _flat_layers(model):
-        target = layer if hasattr(layer, "kernel_initializer") else getattr(layer, "cell", None)
-        init_name = _initializer_for(config, activations.get(layer.name, "linear"))
+        target = None if isinstance(layer, keras.layers.RNN) else layer \
+            if hasattr(layer, "kernel_initializer") else getattr(layer, "cell", None)
+        init_name = _initializer_for(config, activations.get(layer.name, "linear"),
+                                     is_recurrent(layer))
         if init_name is not None and target is not None and hasattr(target, "kernel_initializer"):
             init = keras.initializers.get(init_name)
             kernel = getattr(target, "kernel", None)

@@ -275,6 +275,20 @@ def test_matched_initializers_have_no_static_finding():
         assert codes_of(factory()) == {}
 
 
+def test_a_relu_rnn_with_glorot_input_kernels_is_no_mismatch_but_a_relu_dense_is():
+    """Glorot is the recurrent layer's match (what `auto` gives it), not the Dense's."""
+    model = keras.Sequential([keras.Input((20, 2)),
+                              keras.layers.SimpleRNN(16, activation="relu"),
+                              keras.layers.Dense(1)])
+    assert "init_mismatch" not in codes_of(model)
+    model = keras.Sequential([keras.Input((20, 2)),
+                              keras.layers.SimpleRNN(16, activation="relu"),
+                              keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)])
+    findings, _ = check_initializers(model)
+    assert [f.layers for f in findings if f.code == "init_mismatch"] == [[model.layers[1].name]]
+
+
 def test_large_stddev_normal_is_large_init():
     assert codes_of(scenarios.deep_sigmoid_large_init())["large_init"] == "warning"
 
