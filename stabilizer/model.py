@@ -2,7 +2,8 @@
 
 Initializers and BatchNormalization settings are rewritten with
 `keras.models.clone_model(..., clone_function=...)` for Sequential and Functional
-models. Subclassed models cannot be cloned that way; for them the documented
+models; the clone takes back the user's weights except those a new initializer
+redraws (`_keep_weights`). Subclassed models cannot be cloned that way; for them the documented
 fallback rewrites the layers in place: unbuilt layers get the new initializer
 before they build, built layers have their kernels re-drawn from it, and
 BatchNormalization momentum/epsilon are set on the layer (read at trace time).
@@ -241,6 +242,8 @@ def apply_config(model: keras.Model, config: StabilityConfig,
     replace_bn = config.normalization in ("group", "layer")
     changes: list[str] = []
 
+    redrawn: dict[str, set[str]] = {}  # layer name -> its variables drawn anew
+
     def rewrite(layer_config: dict[str, Any], layer: keras.layers.Layer) -> dict[str, Any]:
         init = _initializer_for(config, activations.get(layer.name, "linear"),
                                 is_recurrent(layer))
@@ -248,10 +251,12 @@ def apply_config(model: keras.Model, config: StabilityConfig,
             layer_config["kernel_initializer"] = keras.initializers.serialize(
                 keras.initializers.get(init))
             changes.append(f"{layer.name}: kernel_initializer={init}")
+            redrawn.setdefault(layer.name, set()).add("kernel")
         if _kills_units(config, layer_config.get("bias_initializer"),
                         activations.get(layer.name, "linear")):
             layer_config["bias_initializer"] = "zeros"
             changes.append(f"{layer.name}: bias_initializer=zeros (was a negative constant)")
+            redrawn.setdefault(layer.name, set()).add("bias")
         if isinstance(layer, keras.layers.BatchNormalization):
             for key in ("momentum", "epsilon"):
                 value = getattr(config, f"bn_{key}")
@@ -284,10 +289,12 @@ def apply_config(model: keras.Model, config: StabilityConfig,
         extra = {"call_function": call_function} \
             if replace_bn and not isinstance(model, keras.Sequential) else {}
         try:
-            model = keras.models.clone_model(model, clone_function=clone_function, **extra)
-            cloned = True
+            clone = keras.models.clone_model(model, clone_function=clone_function, **extra)
         except Exception:  # a custom layer without a usable get_config: fall back
             changes.clear()
+        else:
+            _keep_weights(model, clone, redrawn, swapped_ids)
+            model, cloned = clone, True
     if needs_rewrite and not cloned:
         _rewrite_in_place(model, config, activations, changes)
     replaced = any("BatchNormalization ->" in c for c in changes)
@@ -312,6 +319,30 @@ def apply_config(model: keras.Model, config: StabilityConfig,
                            "can only be replaced in Sequential and Functional models (rebuilt "
                            "with keras.models.clone_model); this model kept them")
     return AppliedModel(model, spec, cloned, changes, not_applied)
+
+
+def _keep_weights(original: keras.Model, clone: keras.Model, redrawn: dict[str, set[str]],
+                  swapped_ids: set[int]) -> None:
+    """Give `clone` the user's initial weights wherever the candidate does not redraw them.
+
+    `clone_model` builds fresh layers, which draw every weight anew; copying back
+    all but the kernels (and biases) a new initializer replaced keeps a candidate
+    as close to the user's model as its changes allow: on one seed, a candidate
+    that only changes BatchNormalization starts from the baseline's very weights
+    (a paired comparison, not a second draw), and a pretrained model keeps its
+    weights. Layers are matched by name; a BatchNormalization replaced by another
+    normalization keeps its fresh weights.
+    """
+    originals = {layer.name: layer for layer in original.layers}
+    for layer in clone.layers:
+        source = originals.get(layer.name)
+        if source is None or id(layer) in swapped_ids or type(source) is not type(layer) \
+                or len(source.weights) != len(layer.weights):
+            continue
+        skip = redrawn.get(layer.name, set())
+        for target, value in zip(layer.weights, source.weights):
+            if target.name not in skip and tuple(target.shape) == tuple(value.shape):
+                target.assign(value)
 
 
 def _replace_batch_norm(layer: keras.layers.BatchNormalization, config: StabilityConfig,

@@ -112,6 +112,35 @@ def test_auto_initializer_and_batchnorm_settings_are_applied_by_cloning():
     assert all(bn.momentum == 0.9 and bn.epsilon == 1e-2 for bn in bns)
 
 
+def _arrays(model: keras.Model) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+
+def test_a_batchnorm_only_candidate_starts_from_the_users_own_weights():
+    """The clone draws fresh weights; all are the user's again (pretrained ones too)."""
+    model = scenarios.batchnorm_mlp()
+    model.set_weights([w + 0.5 for w in model.get_weights()])  # as if pretrained
+    applied = apply_config(model, StabilityConfig(bn_momentum=0.9), SearchConfig())
+    assert applied.cloned
+    assert all(np.array_equal(a, b) for a, b in zip(_arrays(applied.model), _arrays(model)))
+
+
+def test_a_new_initializer_redraws_the_kernels_and_keeps_every_other_weight():
+    model = keras.Sequential([
+        keras.Input((10, 2)),
+        keras.layers.SimpleRNN(8, recurrent_initializer="orthogonal",
+                               bias_initializer="random_normal"),
+        keras.layers.Dense(1, bias_initializer="random_normal"),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    applied = apply_config(model, StabilityConfig(initializer="he_uniform"), SearchConfig())
+    same = {v.path.split("/", 1)[1]: bool(np.array_equal(keras.ops.convert_to_numpy(v), w))
+            for v, w in zip(applied.model.weights, _arrays(model))}
+    redrawn = {name for name, kept in same.items() if not kept}
+    assert redrawn == {name for name in same if name.endswith("/kernel")}
+    assert any(name.endswith("recurrent_kernel") for name in same)
+
+
 class Subclassed(keras.Model):
     def __init__(self) -> None:
         super().__init__()
