@@ -87,6 +87,16 @@ def test_each_tuner_finishes_and_returns_an_applicable_configuration(tuner, smal
     assert result.baseline.components.diverged
     assert result.improved and not result.components.diverged
     assert "diverged" in result.diagnosis and result.after.config == result.best_config
+    # The diagnosis's proposals ran first, through the driver's queue (the oracle has none).
+    space = load_space("quick")
+    queued = [p for p in (result.diagnosis.range_test_trial(space),
+                          result.diagnosis.first_trial(space)) if p]
+    assert len(queued) == 2
+    for trial, params in zip(result.trials, queued):
+        assert {k: getattr(trial.config, k) for k in params} == pytest.approx(params)
+        assert recorded[trial.number]["hyperparameters"]["values"][
+            "stabilizer/learning_rate"] == pytest.approx(params["learning_rate"])
+    assert json.loads((project(tmp_path, tuner) / "queued_trials.json").read_text()) == []
     best = result.best_config
     model = result.build_model()
     assert model.compiled and isinstance(model.optimizer, keras.optimizers.Adam)
@@ -144,6 +154,54 @@ def test_resume_does_not_redo_finished_trials(small_digits, tmp_path):
                                           "space, or a new study_name"):
         stabilize(more, small_digits, budget=3, **{**common, "space": "default"})
     assert more.calls == 1  # refused before any probe
+
+
+def test_queued_trials_run_first_and_a_resumed_search_neither_loses_nor_repeats_them(
+        small_digits, tmp_path):
+    from stabilizer.data import prepare_data
+    from stabilizer.evaluation import Evaluator
+
+    def search(budget: int) -> list[Any]:
+        settings = SearchConfig(space="quick", trials=budget, driver="keras_tuner",
+                                tuner="random", out_dir=str(tmp_path), study_name="queue",
+                                **PROBE)
+        driver = KerasTunerDriver(settings, load_space("quick"))
+        queued = driver.enqueue_first([{"learning_rate": 0.003, "batch_size": 64},
+                                       {"learning_rate": 0.001}])
+        evaluator = Evaluator(scenarios.healthy_mlp, prepare_data(small_digits), settings)
+        return [queued, *driver.run(evaluator)]
+
+    queued, first = search(1)
+    assert queued and first.config.learning_rate == pytest.approx(0.003)
+    assert first.config.batch_size == 64
+    queued, *trials = search(2)  # resumed: the project has trials, nothing is queued again
+    assert not queued
+    assert [t.config.learning_rate for t in trials] == pytest.approx([0.003, 0.001])
+    queued, *trials = search(3)  # the queue is spent: the oracle's own proposal
+    assert trials[2].config.learning_rate not in (pytest.approx(0.003), pytest.approx(0.001))
+
+
+def test_a_queued_parent_value_brings_in_its_child_and_a_value_outside_the_space_is_dropped():
+    from stabilizer.drivers._keras_tuner import _merged_values
+
+    hp = keras_tuner.HyperParameters()
+    declare_space(load_space("default"), hp)
+    proposed = {h.name: h.default for h in hp.space if hp.is_active(h)}
+    proposed.update({"stabilizer/lr_schedule": "constant", "stabilizer/clipping": "none"})
+    proposed = {k: v for k, v in proposed.items() if k not in ("stabilizer/warmup_fraction",
+                                                               "stabilizer/clip_value")}
+    merged = _merged_values(hp, proposed, {"lr_schedule": "warmup_cosine", "clipping": "norm",
+                                           "learning_rate": 1e9})  # far outside the range
+    config = load_space("default").sample(KerasTunerSuggester(_with(hp, merged)))
+    assert config.lr_schedule == "warmup_cosine" and config.warmup_fraction is not None
+    assert config.clipping == "norm" and config.clip_value is not None
+    assert merged["stabilizer/learning_rate"] == proposed["stabilizer/learning_rate"]
+
+
+def _with(hp: keras_tuner.HyperParameters, values: dict[str, Any]) -> Any:
+    copy = hp.copy()
+    copy.values = values
+    return copy
 
 
 def test_a_trial_cut_off_by_a_crash_is_run_again_with_the_same_values(small_digits, tmp_path):

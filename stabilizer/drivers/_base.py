@@ -67,8 +67,8 @@ class BaseDriver(abc.ABC):
     def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
         """Ask for `trials` (parameters each) as the first trials of a search with none yet.
 
-        Returns True when the driver queued it; drivers that cannot (KerasTuner's
-        oracles) return False and search as usual.
+        Returns True when the driver queued it; a driver that cannot returns False
+        and searches as usual.
         """
         return False
 

@@ -32,6 +32,14 @@
 - Failures: a probe raising `ProbeFailedError` ends its trial FAILED and the search
   goes on; ``settings.max_consecutive_failures`` failures in a row raise
   `SearchAbortedError`.
+- Queued trials (`enqueue_first`: the diagnosis's first proposals): kept in
+  ``queued_trials.json`` in the project directory and run first, one per new trial:
+  the oracle proposes the trial as usual (`populate_space`) and the queued values
+  replace its proposal on the dimensions they name, so every hyperparameter still has
+  a value and the oracle records and learns from the values that ran. A queued
+  trial is taken off the file once the oracle has recorded it, so a resumed search
+  neither loses nor repeats it (a trial cut off by a crash is retried by KerasTuner
+  with its values).
 - Storage: the project directory ``out_dir/keras_tuner/<study_name>`` holds
   KerasTuner's own ``oracle.json`` and ``trial_<id>/trial.json``, and the
   stabilizer's ``trial_<id>/stabilizer_record.json`` (configuration, score
@@ -84,6 +92,7 @@ _DONE = ("COMPLETE", "PRUNED")
 _RECORD = "stabilizer_record.json"
 _BASELINE = "baseline.json"
 _META = "stabilizer.json"
+_QUEUE = "queued_trials.json"
 _PRUNE_RULE = StabilityPruner()  # margin and startup count shared with the Optuna driver
 # Our own counter stops the search (SearchAbortedError); the oracle's must never fire.
 _ORACLE_FAILURE_LIMIT = 2**31
@@ -203,6 +212,42 @@ class KerasTunerSuggester:
         return min(max(value, low), high)  # log-scale round-off stays inside the bounds
 
 
+def _queued_values(hp: keras_tuner.HyperParameters, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` (dimension -> value) as values of the declared hyperparameters.
+
+    Dimensions the space does not search, and values outside a hyperparameter's
+    choices or range, are left to the oracle.
+    """
+    declared = {h.name: h for h in hp.space}
+    values: dict[str, Any] = {}
+    for key, value in params.items():
+        h = declared.get(PREFIX + key)
+        if isinstance(h, keras_tuner.engine.hyperparameters.Choice):
+            match = [v for v in h.values if v == value]
+            if match:
+                values[h.name] = match[0]
+        elif isinstance(h, keras_tuner.engine.hyperparameters.Float) \
+                and h.min_value <= value <= h.max_value:
+            values[h.name] = float(value)
+    return values
+
+
+def _merged_values(hp: keras_tuner.HyperParameters, proposed: dict[str, Any],
+                   params: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's `proposed` values with the queued `params` laid over them.
+
+    A conditional child that the queued values make active but the oracle left out
+    (its parent was proposed with another value) takes its default.
+    """
+    values = {**proposed, **_queued_values(hp, params)}
+    active = hp.copy()
+    active.values = values
+    for h in hp.space:
+        if h.name not in values and active.is_active(h):
+            values[h.name] = h.default
+    return values
+
+
 def _user_params(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
     """The user's `build_fn(hp)` values: everything but ours and Hyperband's ``tuner/*``."""
     return {k: v for k, v in hp.values.items() if not k.startswith((PREFIX, "tuner/"))}
@@ -307,6 +352,14 @@ class KerasTunerDriver(BaseDriver):
         self._check_project()
         _write_json(self.project_dir / f"{key}.json", value)
 
+    def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
+        """Queue `trials` (parameters each) to run first; only in a project with no trial."""
+        self._check_project()
+        if (self.project_dir / "oracle.json").is_file() or (self.project_dir / _QUEUE).is_file():
+            return False
+        _write_json(self.project_dir / _QUEUE, list(trials))
+        return True
+
     def _check_project(self) -> None:
         """Refuse to resume a project made with another tuner or space; else mark it ours."""
         if self._checked:
@@ -375,7 +428,7 @@ class KerasTunerDriver(BaseDriver):
         while self._count_done(oracle) < self.settings.trials:
             with warnings.catch_warnings():
                 _quiet_gaussian_process()
-                trial = oracle.create_trial(_TUNER_ID)
+                trial = self._create_trial(oracle)
             if trial.status != "RUNNING":
                 break  # STOPPED: no untried candidate left (IDLE needs parallel workers)
             record = self._run_trial(oracle, trial, evaluator)
@@ -387,6 +440,32 @@ class KerasTunerDriver(BaseDriver):
             else:
                 failures = 0
         return self.records()
+
+    def _create_trial(self, oracle: keras_tuner.Oracle) -> Any:
+        """`oracle.create_trial`, with the head of the queue (if any) in its values."""
+        path = self.project_dir / _QUEUE
+        queue = _read_json(path) if path.is_file() else []
+        if not queue:
+            return oracle.create_trial(_TUNER_ID)
+        used = False
+
+        def populate_space(trial_id: str) -> dict[str, Any]:
+            nonlocal used
+            response = type(oracle).populate_space(oracle, trial_id)
+            if response.get("status") == "RUNNING":
+                response["values"] = _merged_values(oracle.hyperparameters,
+                                                    response.get("values", {}), queue[0])
+                used = True
+            return response
+
+        oracle.populate_space = populate_space  # what create_trial calls for new values
+        try:
+            trial = oracle.create_trial(_TUNER_ID)
+        finally:
+            del oracle.populate_space
+        if used:  # recorded by the oracle (oracle.json): off the queue
+            _write_json(path, queue[1:])
+        return trial
 
     def _run_trial(self, oracle: keras_tuner.Oracle, trial: Any,
                    evaluator: Evaluator) -> dict[str, Any]:
