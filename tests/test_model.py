@@ -76,19 +76,23 @@ def test_a_subclassed_models_rnn_gets_its_initializer_through_its_cell(built):
 
 
 def test_auto_keeps_a_relu_rnns_untrained_output_small_where_he_blows_it_up():
-    """He's gain compounds over the 50 time steps; Glorot's does not (mean of 5 seeds)."""
+    """He's gain compounds over the 50 time steps; Glorot's does not (mean of 20 seeds).
+
+    With non-negative inputs, identity recurrence and ReLU the output scales with the
+    input kernel's scale: sqrt(2 / 2) for He against sqrt(2 / 34) for Glorot, ~4x.
+    """
     x = np.random.default_rng(0).uniform(0, 1, (64, 50, 2)).astype("float32")
 
     def output_scale(initializer: str) -> float:
         scales = []
-        for seed in range(5):
+        for seed in range(20):
             keras.utils.set_random_seed(seed)
             model = apply_config(relu_irnn(), StabilityConfig(initializer=initializer),
                                  SearchConfig()).model
             scales.append(float(np.mean(np.abs(keras.ops.convert_to_numpy(model(x))))))
         return float(np.mean(scales))
 
-    assert output_scale("auto") * 3 < output_scale("he_normal")
+    assert output_scale("auto") * 2.5 < output_scale("he_normal")
 
 
 def test_activation_is_found_through_batchnorm_and_activation_layers():
