@@ -42,6 +42,7 @@ from stabilizer.telemetry import (
     TelemetryCallback,
     attach_loss_recorder,
     instrumented_optimizer_class,
+    loss_ceiling,
     read_trace,
 )
 
@@ -115,7 +116,8 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
     optimizer = make_optimizer(applied.compile_spec, config, plan.total_steps,
                                instrumented_optimizer_class(type(applied.compile_spec.optimizer)))
     optimizer.stab_capacity = plan.total_steps
-    recorder = LossRecorder(plan.total_steps, settings.divergence_factor)
+    recorder = LossRecorder(plan.total_steps, settings.divergence_factor,
+                            ceiling=loss_ceiling(applied.compile_spec.loss))
     attach_loss_recorder(applied.model, recorder)
     model = compile_model(applied, optimizer)
     telemetry = TelemetryCallback(recorder, settings.check_every, on_evaluation)

@@ -27,7 +27,8 @@ by every candidate of a study)::
               - 0.5 * vanishing_share - 1 * seed_spread - 1 * stuck
 
 where ``stuck`` is 1 when the median progress is below 5%. A candidate with any
-diverged seed (NaN/Inf, or loss above ``divergence_factor`` x its start) gets
+diverged seed (NaN/Inf, loss above ``divergence_factor`` x its start, or a clipped
+cross-entropy halfway to its maximum: `stabilizer.telemetry.LossRecorder`) gets
 ``DIVERGED_SCORE`` instead. Higher is better. The verdict is "stable" only when
 none of the thresholds in `THRESHOLDS` is crossed.
 """

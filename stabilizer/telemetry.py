@@ -36,6 +36,7 @@ __all__ = [
     "attach_loss_recorder",
     "instrumented_optimizer_class",
     "layer_groups",
+    "loss_ceiling",
 ]
 
 
@@ -146,19 +147,48 @@ def instrumented_optimizer_class(cls: type) -> type:
     return _CLASS_CACHE[cls]
 
 
+_PROBABILITY_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
+                       "binary_crossentropy"}
+
+
+def loss_ceiling(loss: Any) -> float:
+    """The most a clipped cross-entropy can report; +inf for other losses.
+
+    A cross-entropy on probabilities (``from_logits=False``) clips them at
+    `keras.config.epsilon()`, so its loss never exceeds ``-log(epsilon)`` (16.1):
+    a classifier blown up to confident wrong answers reports at most that, which
+    is below 10x a 10-class start (23). TensorFlow computes the loss from the
+    softmax's logits when it can, unclipped, so there the explosion shows anyway;
+    under JAX and PyTorch it shows only against this ceiling.
+    """
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None) \
+        or getattr(loss, "__name__", "")
+    config = loss.get_config() if hasattr(loss, "get_config") else {}
+    if str(name) not in _PROBABILITY_LOSSES or config.get("from_logits", False):
+        return float("inf")
+    return -float(np.log(keras.config.epsilon()))
+
+
 class LossRecorder(keras.metrics.Metric):
     """Per-step training loss buffer and divergence flag (fed by `compute_loss`).
 
+    A step diverges when its loss is not finite, exceeds `divergence_factor` times
+    the first step's loss, or, with a `ceiling` (`loss_ceiling`: a clipped
+    cross-entropy's maximum) and a first loss below 90% of it, passes halfway from
+    the first loss to the ceiling: far worse than the untrained model, which only
+    confident wrong answers reach.
     `update_state` and `reset_state` do nothing: Keras resets metrics at each epoch
     and before validation, but this buffer spans the whole probe.
     The first step's loss, the divergence rule's reference, is read from slot 0 of
     the buffer, so `capacity` must be at least 2 (a probe has at least 2 steps).
     """
 
-    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss") -> None:
+    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss",
+                 ceiling: float = float("inf")) -> None:
         super().__init__(name=name)
         self.capacity = capacity
         self.divergence_factor = divergence_factor
+        self.ceiling = ceiling
         self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
         self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
@@ -173,6 +203,10 @@ class LossRecorder(keras.metrics.Metric):
         healthy = ops.logical_and(
             ops.isfinite(loss),
             ops.abs(loss) <= self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
+        if self.ceiling < float("inf"):
+            saturated = ops.logical_and(ops.greater(loss, 0.5 * (first + self.ceiling)),
+                                        ops.less(first, 0.9 * self.ceiling))
+            healthy = ops.logical_and(healthy, ops.logical_not(saturated))
         exploded = ops.cast(ops.logical_not(healthy), "float32")
         self.diverged.assign(ops.maximum(self.diverged.value, exploded))
         self.count.assign(count + 1)

@@ -12,7 +12,7 @@ import scenarios
 from stabilizer import StabilityConfig
 from stabilizer.data import prepare_data
 from stabilizer.probe import run_probe
-from stabilizer.telemetry import instrumented_optimizer_class
+from stabilizer.telemetry import instrumented_optimizer_class, loss_ceiling
 
 
 def test_probe_records_every_step_and_evaluation(small_digits, quick_settings):
@@ -45,6 +45,48 @@ def test_a_nan_probe_stops_early_and_is_flagged(small_digits, quick_settings):
     trace = run_probe(scenarios.nan_on_large_lr, data, StabilityConfig(), quick_settings, seed=0)
     assert trace.diverged
     assert trace.steps_done <= 3  # stopped at once, not at the end of the evaluation period
+
+
+def clipped_crossentropy_mlp() -> keras.Model:
+    """Adam at 1.0 on a ReLU MLP whose softmax is written out by hand.
+
+    Without the softmax op Keras cannot take its logits (TensorFlow does when it
+    can), so the cross-entropy is computed on clipped probabilities on every
+    backend: the blown-up classifier's loss stops at -log(epsilon) = 16.1.
+    """
+    def softmax(z):
+        e = keras.ops.exp(z - keras.ops.max(z, axis=-1, keepdims=True))
+        return e / keras.ops.sum(e, axis=-1, keepdims=True)
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10),
+                              keras.layers.Lambda(softmax)])
+    model.compile(optimizer=keras.optimizers.Adam(1.0), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_a_classifier_blown_up_against_the_clipped_crossentropy_is_diverged(small_digits,
+                                                                           quick_settings):
+    """Its loss stays under 10x the start (16.1 < 23), but near the clip it has diverged."""
+    trace = run_probe(clipped_crossentropy_mlp, prepare_data(small_digits), StabilityConfig(),
+                      quick_settings, seed=0)
+    assert trace.diverged and trace.steps_done < quick_settings.probe_steps
+    ceiling = loss_ceiling("sparse_categorical_crossentropy")
+    assert np.nanmax(trace.loss) <= ceiling < quick_settings.divergence_factor * trace.loss[0]
+    assert np.nanmax(trace.loss) > 0.5 * (trace.loss[0] + ceiling)
+
+
+def test_a_healthy_classifier_never_comes_near_the_ceiling(small_digits, quick_settings):
+    trace = run_probe(scenarios.healthy_mlp, prepare_data(small_digits), StabilityConfig(),
+                      quick_settings, seed=0)
+    assert not trace.diverged and trace.steps_done == quick_settings.probe_steps
+
+
+def test_only_crossentropies_on_probabilities_have_a_ceiling():
+    assert loss_ceiling("sparse_categorical_crossentropy") == pytest.approx(16.118, 1e-3)
+    assert loss_ceiling(keras.losses.BinaryCrossentropy()) < np.inf
+    assert loss_ceiling(keras.losses.CategoricalCrossentropy(from_logits=True)) == np.inf
+    assert loss_ceiling("mse") == np.inf
 
 
 def test_same_seed_same_trace(small_digits, quick_settings):
