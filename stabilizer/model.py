@@ -293,7 +293,7 @@ def apply_config(model: keras.Model, config: StabilityConfig,
         except Exception:  # a custom layer without a usable get_config: fall back
             changes.clear()
         else:
-            _keep_weights(model, clone, redrawn, swapped_ids)
+            _keep_weights(model, clone, redrawn)
             model, cloned = clone, True
     if needs_rewrite and not cloned:
         _rewrite_in_place(model, config, activations, changes)
@@ -321,8 +321,8 @@ def apply_config(model: keras.Model, config: StabilityConfig,
     return AppliedModel(model, spec, cloned, changes, not_applied)
 
 
-def _keep_weights(original: keras.Model, clone: keras.Model, redrawn: dict[str, set[str]],
-                  swapped_ids: set[int]) -> None:
+def _keep_weights(original: keras.Model, clone: keras.Model,
+                  redrawn: dict[str, set[str]]) -> None:
     """Give `clone` the user's initial weights wherever the candidate does not redraw them.
 
     `clone_model` builds fresh layers, which draw every weight anew; copying back
@@ -330,13 +330,13 @@ def _keep_weights(original: keras.Model, clone: keras.Model, redrawn: dict[str, 
     as close to the user's model as its changes allow: on one seed, a candidate
     that only changes BatchNormalization starts from the baseline's very weights
     (a paired comparison, not a second draw), and a pretrained model keeps its
-    weights. Layers are matched by name; a BatchNormalization replaced by another
-    normalization keeps its fresh weights.
+    weights. Layers are matched by name and class, so a BatchNormalization replaced
+    by another normalization (same name, other class) keeps its fresh weights.
     """
     originals = {layer.name: layer for layer in original.layers}
     for layer in clone.layers:
         source = originals.get(layer.name)
-        if source is None or id(layer) in swapped_ids or type(source) is not type(layer) \
+        if source is None or type(source) is not type(layer) \
                 or len(source.weights) != len(layer.weights):
             continue
         skip = redrawn.get(layer.name, set())

@@ -93,6 +93,7 @@ _RECORD = "stabilizer_record.json"
 _BASELINE = "baseline.json"
 _META = "stabilizer.json"
 _QUEUE = "queued_trials.json"
+_ORACLE = "oracle.json"  # KerasTuner's own file: the project has trials once it exists
 _PRUNE_RULE = StabilityPruner()  # margin and startup count shared with the Optuna driver
 # Our own counter stops the search (SearchAbortedError); the oracle's must never fire.
 _ORACLE_FAILURE_LIMIT = 2**31
@@ -355,7 +356,7 @@ class KerasTunerDriver(BaseDriver):
     def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
         """Queue `trials` (parameters each) to run first; only in a project with no trial."""
         self._check_project()
-        if (self.project_dir / "oracle.json").is_file() or (self.project_dir / _QUEUE).is_file():
+        if (self.project_dir / _ORACLE).is_file() or (self.project_dir / _QUEUE).is_file():
             return False
         _write_json(self.project_dir / _QUEUE, list(trials))
         return True
@@ -401,7 +402,7 @@ class KerasTunerDriver(BaseDriver):
         oracle.verbose = 0  # the stabilizer prints its own line per trial (settings.verbose)
         # What `keras_tuner.Tuner.__init__` does to attach an oracle to its directory.
         oracle._set_project_dir(str(self.project_dir.parent), self.project_dir.name)
-        if (self.project_dir / "oracle.json").is_file():
+        if (self.project_dir / _ORACLE).is_file():
             oracle.reload()
             for trial_id in oracle.trials:
                 path = self._record_path(trial_id)
