@@ -1723,7 +1723,10 @@ class _FindingBuilder:
                           g["layer_medians"].get(g["output_layer"], math.nan) for g in grads)},
                      ["vanish_ratio", "vanish_ratio_error", "vanish_floor"],
                      f"the smallest layer gradient norm is {low:.3g}x the output layer's "
-                     f"(median over steps and seeds)", layers)
+                     f"(median over steps and seeds)" if math.isfinite(low) else
+                     f"the output layer's gradient norm is zero, so no layer can be compared "
+                     f"with it; the smallest layer gradient norm is {floor:.3g} (median over "
+                     "steps and seeds)", layers)
 
     def _activations(self) -> None:
         th = self.th

@@ -120,6 +120,22 @@ def logits_mlp() -> keras.Model:
     return model
 
 
+def relu_lr_one_logits() -> keras.Model:
+    """`scenarios.relu_lr_one` (a ReLU MLP, Adam at 1.0) with a linear output and the
+    cross-entropy from logits. TensorFlow takes a softmax's logits by itself; JAX and
+    PyTorch compute the loss on the clipped probabilities, whose gradient vanishes at
+    the clip, so only from logits does the gradient growth show on every backend."""
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def stalled_mlp() -> keras.Model:
     """SGD at learning rate 1e-5: nothing moves within a probe."""
     return _mlp([32], "relu", "he_normal", keras.optimizers.SGD(1e-5))

@@ -25,6 +25,7 @@ from stabilizer.diagnosis import (
     THRESHOLDS,
     Diagnosis,
     Finding,
+    _FindingBuilder,
     check_initializers,
     diagnose,
     gradient_stats,
@@ -95,7 +96,7 @@ def test_gradient_spikes_from_outlier_samples_are_exploding_gradients():
 
 
 def test_gradient_growth_before_divergence_is_exploding_gradients():
-    d = run("relu_lr_one", lr_range=True)
+    d = run("relu_lr_one_logits", lr_range=True)
     explode = d.get("exploding_gradients")
     assert explode is not None
     assert explode.evidence["growth"] > THRESHOLDS["explode_growth"]
@@ -322,6 +323,17 @@ def test_layer_ratio_to_the_output_layer():
     layers[:, 0] = 1e-6
     stats = gradient_stats(trace(np.ones(50), layers=layers))
     assert stats["output_layer"] == "b" and stats["min_layer_ratio"] == pytest.approx(1e-6)
+
+
+def test_gradients_that_are_zero_everywhere_are_vanishing_without_a_nan_ratio():
+    """A saturated clipped loss (PyTorch/JAX after a blow-up) has no gradient at all."""
+    builder = _FindingBuilder.__new__(_FindingBuilder)
+    builder.th, builder.findings = dict(THRESHOLDS), []
+    builder.grads = [gradient_stats(trace(np.ones(20), layers=np.zeros((20, 2))))]
+    builder._gradients()
+    vanish = next(f for f in builder.findings if f.code == "vanishing_gradients")
+    assert vanish.evidence["min_layer_median"] == 0.0
+    assert "nan" not in vanish.message and "output layer's gradient norm is zero" in vanish.message
 
 
 def test_loss_oscillation_is_measured_against_sampling_noise():
