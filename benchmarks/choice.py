@@ -1,0 +1,266 @@
+"""The stabilizer's choice against every trial it probed, all judged.
+
+`benchmarks.compare` judges only the configuration each method returns. When the
+stabilizer misses a repair, that leaves open whether the search never probed a
+configuration the judge would pass, or probed one and the choice (the stability
+score and `stabilizer.api._choose_best`) preferred another. This script runs the
+stabilizer exactly as `compare` does (same preset, data split, seeds and budget:
+`benchmarks.compare.stabilizer_search`), then trains the baseline and **every
+completed trial** with `benchmarks.judge` and reports, per scenario, which trials
+the judge calls repaired and whether the chosen one is among them. Totals:
+
+- ``chosen``: scenarios where the stabilizer's choice is a repair (as in `compare`);
+- ``any trial``: scenarios where at least one probed trial is: the most any rule
+  choosing among these trials could reach.
+
+It also replays one family of alternative choice rules on the same judged trials,
+"conservative near the best": among the stable trials whose median final probe
+loss is within ``(1 + tau)`` of the chosen trial's, take the one with the smallest
+learning rate (short probes favour aggressive learning rates; the judge trains 3-4x
+longer). Kept here as the record of a measured and rejected idea (README).
+
+Usage (from the repository root)::
+
+    python -m benchmarks.choice --preset quick --jobs 2
+    python -m benchmarks.choice --preset full --jobs 2 --scenarios exploding_relu_mlp_high_lr
+
+Writes ``benchmarks/results/choice_<preset>.json`` and ``.md`` and prints the
+Markdown. The full preset judges about 20 trials per scenario (an hour on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.compare import (  # noqa: E402
+    PRESETS,
+    RESULTS,
+    Preset,
+    _code_version,
+    _init_worker,
+    machine,
+    split,
+    stabilizer_search,
+)
+
+__all__ = ["TAUS", "judge_trials", "conservative_pick", "main"]
+
+#: The tolerances of the replayed "conservative near the best" rule.
+TAUS = (0.05, 0.1, 0.2, 0.35, 0.5)
+
+
+def judge_trials(name: str, preset: Preset) -> dict[str, Any]:
+    """Search one scenario with the stabilizer, then judge the baseline and every trial."""
+    import keras
+    import optuna
+
+    from benchmarks import zoo
+    from benchmarks.judge import config_setup, judge, verdict
+    from stabilizer.config import SearchConfig, StabilityConfig
+    from stabilizer.data import prepare_data
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scenario = zoo.get(name)
+    search_arrays, held_out = split(*scenario.load_data())
+    root = Path(tempfile.mkdtemp(prefix=f"choice-{name}-"))
+    settings = SearchConfig(space=scenario.space, trials=preset.trials,
+                            probe_steps=preset.probe_steps, evaluations=preset.evaluations,
+                            seeds=preset.seeds, batch_size=scenario.batch_size, seed=0,
+                            out_dir=str(root))
+    data = prepare_data(search_arrays, validation_split=settings.validation_split,
+                        seed=settings.seed)
+    outcome = stabilizer_search(scenario.build_fn, search_arrays, settings, root)
+    result = outcome.result
+    steps = preset.judge_factor * preset.probe_steps
+    epochs = preset.judge_factor * preset.evaluations
+
+    def judged(config: StabilityConfig) -> Any:
+        keras.backend.clear_session()
+        return judge(config_setup(scenario.build_fn, config, settings, steps), data,
+                     steps=steps, epochs=epochs, val_data=held_out)
+
+    baseline = judged(StabilityConfig())
+    chosen = result.best.trial_number if result.improved else None
+    trials = []
+    for trial in result.trials:
+        if trial.state != "COMPLETE" or trial.config is None or not trial.components:
+            continue
+        judgement = judged(trial.config)
+        v = verdict(judgement, baseline, healthy_scenario=scenario.healthy)
+        finals = [s.get("final_val_loss") for s in trial.components.get("per_seed", [])]
+        finite = [f for f in finals if f is not None and math.isfinite(f)]
+        trials.append({
+            "number": trial.number, "score": trial.score,
+            "verdict": trial.components.get("verdict"),
+            "probe_final_loss": float(np.median(finite)) if len(finite) == len(finals) and finals
+            else None,
+            "learning_rate": trial.config.learning_rate,
+            "judge_mean_final": judgement.mean_final, "judge_spread": judgement.spread,
+            "repaired": v.repaired, "reasons": v.reasons, "config": trial.config.describe(),
+            "chosen": trial.number == chosen,
+        })
+    return {"scenario": name, "healthy": scenario.healthy, "chosen": chosen,
+            "baseline_user_lr": _user_lr(scenario.build_fn),
+            "chosen_repaired": _chosen_repaired(trials, chosen, baseline, scenario.healthy),
+            "any_repaired": any(t["repaired"] for t in trials), "trials": trials}
+
+
+def _user_lr(build_fn: Any) -> float:
+    """The learning rate the user's compiled model starts with (a trial that keeps it)."""
+    from stabilizer.model import _user_learning_rate
+
+    return _user_learning_rate(build_fn().optimizer)[0]
+
+
+def _chosen_repaired(trials: list[dict[str, Any]], chosen: int | None, baseline: Any,
+                     healthy: bool) -> bool:
+    """The chosen trial's verdict; keeping the baseline repairs only a healthy scenario."""
+    if chosen is None:
+        return healthy and baseline.healthy
+    return any(t["repaired"] for t in trials if t["number"] == chosen)
+
+
+def conservative_pick(row: dict[str, Any], tau: float) -> dict[str, Any] | None:
+    """The replayed rule: smallest learning rate among stable trials near the chosen loss."""
+    chosen = next((t for t in row["trials"] if t["chosen"]), None)
+    if chosen is None or chosen["verdict"] != "stable" or chosen["probe_final_loss"] is None:
+        return chosen
+    limit = (1 + tau) * chosen["probe_final_loss"]
+    near = [t for t in row["trials"] if t["verdict"] == "stable"
+            and t["probe_final_loss"] is not None and t["probe_final_loss"] <= limit]
+
+    def lr(t: dict[str, Any]) -> float:
+        return t["learning_rate"] if t["learning_rate"] is not None else row["baseline_user_lr"]
+
+    return min(near, key=lambda t: (lr(t), t["number"]))
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "chosen": sum(r["chosen_repaired"] for r in rows),
+        "any_trial": sum(r["any_repaired"] for r in rows),
+        "scenarios": len(rows),
+    }
+    for tau in TAUS:
+        picks = [(r, conservative_pick(r, tau)) for r in rows]
+        repaired = sum((p["repaired"] if p is not None else r["chosen_repaired"])
+                       for r, p in picks)
+        ratios = [math.log(p["judge_mean_final"] / c["judge_mean_final"]) for r, p in picks
+                  for c in r["trials"] if c["chosen"] and p is not None
+                  and math.isfinite(p["judge_mean_final"]) and math.isfinite(c["judge_mean_final"])]
+        out[f"conservative_tau_{tau:g}"] = {
+            "repaired": repaired,
+            "geomean_loss_vs_chosen": math.exp(float(np.mean(ratios))) if ratios else None}
+    return out
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    lines = [
+        f"Preset `{report['preset_name']}`; machine: {report['machine']}; code "
+        f"{report['code']}; total wall time {report['wall_seconds'] / 60:.1f} min.", "",
+        f"Chosen configuration repaired (or control kept): **{t['chosen']} of "
+        f"{t['scenarios']}**; some probed trial repaired: **{t['any_trial']} of "
+        f"{t['scenarios']}**.", "",
+        "| rule | repaired | judge loss vs the chosen (geometric mean) |", "|---|---|---|",
+        f"| the stabilizer's choice | {t['chosen']} | 1 |"]
+    for tau in TAUS:
+        c = t[f"conservative_tau_{tau:g}"]
+        g = f"{c['geomean_loss_vs_chosen']:.3f}" if c["geomean_loss_vs_chosen"] else "n/a"
+        lines.append(f"| smallest learning rate within {tau:.0%} of the chosen probe loss | "
+                     f"{c['repaired']} | {g} |")
+    for row in report["scenarios"]:
+        chosen = f"trial {row['chosen']}" if row["chosen"] is not None else "the baseline"
+        lines += ["", f"### {row['scenario']}", "",
+                  f"Chosen: {chosen} "
+                  f"({'repaired' if row['chosen_repaired'] else 'not repaired'}); "
+                  f"{sum(t['repaired'] for t in row['trials'])} of {len(row['trials'])} "
+                  "completed trials repaired.", "",
+                  "| trial | score | probe verdict | probe final loss | judge final loss | "
+                  "judge spread | judge | configuration |", "|---|---|---|---|---|---|---|---|"]
+        for tr in sorted(row["trials"], key=lambda t: -(t["score"] or -math.inf)):
+            mark = " (chosen)" if tr["chosen"] else ""
+            lines.append(
+                f"| {tr['number']}{mark} | {tr['score']:.3f} | {tr['verdict']} | "
+                f"{_g(tr['probe_final_loss'])} | {_g(tr['judge_mean_final'])} | "
+                f"{_g(tr['judge_spread'])} | {'R' if tr['repaired'] else '-'} | "
+                f"{tr['config']} |")
+    return "\n".join(lines)
+
+
+def _g(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
+    name, preset = args
+    start = time.perf_counter()
+    row = judge_trials(name, preset)
+    row["wall_seconds"] = round(time.perf_counter() - start, 1)
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {row['wall_seconds']:.0f} s; "
+          f"chosen {'R' if row['chosen_repaired'] else '-'}, "
+          f"{sum(t['repaired'] for t in row['trials'])}/{len(row['trials'])} trials R",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import zoo
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.choice",
+                                     description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--scenarios", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: expected an integer >= 1")
+    names = args.scenarios.split(",") if args.scenarios else zoo.names()
+    for name in names:
+        try:
+            zoo.get(name)
+        except KeyError as exc:
+            parser.error(exc.args[0])
+    preset = PRESETS[args.preset]
+    start = time.perf_counter()
+    work = [(name, preset) for name in names]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.jobs == 1:
+        _init_worker(threads)
+        rows = [_run_one(w) for w in work]
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            rows = list(pool.map(_run_one, work))
+    report = {"preset_name": args.preset, "machine": machine(), "code": _code_version(),
+              "command": "python -m benchmarks.choice " + " ".join(
+                  argv if argv is not None else sys.argv[1:]),
+              "wall_seconds": round(time.perf_counter() - start, 1),
+              "scenarios": rows, "totals": totals(rows)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = args.preset if not args.scenarios else f"{args.preset}_subset"
+    (out / f"choice_{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
+    markdown = render_markdown(report)
+    (out / f"choice_{suffix}.md").write_text(f"# `{report['command']}`\n\n{markdown}\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
