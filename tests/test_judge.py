@@ -154,3 +154,34 @@ def test_render_reports_totals_and_every_scenario():
     text = compare.render_markdown(report)
     assert "| (e) stabilizer | 2/2 | yes |" in text
     assert "### ctl" in text and "overall 1.111" in text
+
+
+def _trial(number, *, loss, lr, repaired, judged, chosen=False, verdict="stable"):
+    return {"number": number, "score": -loss, "verdict": verdict, "probe_final_loss": loss,
+            "learning_rate": lr, "judge_mean_final": judged, "judge_spread": 0.1,
+            "repaired": repaired, "reasons": [], "config": f"learning_rate={lr}",
+            "chosen": chosen}
+
+
+def test_choice_report_separates_a_missed_choice_from_a_missed_search():
+    from benchmarks import choice
+
+    missed_choice = {"scenario": "a", "healthy": False, "chosen": 0, "baseline_user_lr": 1.0,
+                     "chosen_repaired": False, "any_repaired": True, "trials": [
+                         _trial(0, loss=1.0, lr=0.1, repaired=False, judged=0.5, chosen=True),
+                         _trial(1, loss=1.08, lr=0.01, repaired=True, judged=0.6),
+                         _trial(2, loss=1.5, lr=0.001, repaired=True, judged=0.9),
+                         _trial(3, loss=1.01, lr=None, repaired=False, judged=0.5,
+                                verdict="unstable")]}
+    missed_search = {"scenario": "b", "healthy": False, "chosen": None, "baseline_user_lr": 1.0,
+                     "chosen_repaired": False, "any_repaired": False, "trials": []}
+    # Within 10% of the chosen probe loss: trials 0 and 1 (3 is not stable); 1 has the
+    # smaller learning rate. Within 5%: only the chosen one.
+    assert choice.conservative_pick(missed_choice, 0.1)["number"] == 1
+    assert choice.conservative_pick(missed_choice, 0.05)["number"] == 0
+    assert choice.conservative_pick(missed_search, 0.5) is None
+    totals = choice.totals([missed_choice, missed_search])
+    assert (totals["chosen"], totals["any_trial"], totals["scenarios"]) == (0, 1, 2)
+    assert totals["conservative_tau_0.1"]["repaired"] == 1
+    assert totals["conservative_tau_0.1"]["geomean_loss_vs_chosen"] == pytest.approx(1.2)
+    assert totals["conservative_tau_0.05"] == {"repaired": 0, "geomean_loss_vs_chosen": 1.0}
