@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as exc:
             parser.error(exc.args[0])
     preset = PRESETS[args.preset]
+    code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
     work = [(name, preset) for name in names]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             rows = list(pool.map(_run_one, work))
-    report = {"preset_name": args.preset, "machine": machine(), "code": _code_version(),
+    report = {"preset_name": args.preset, "machine": machine(), "code": code,
               "command": "python -m benchmarks.choice " + " ".join(
                   argv if argv is not None else sys.argv[1:]),
               "wall_seconds": round(time.perf_counter() - start, 1),

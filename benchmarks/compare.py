@@ -572,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: expected an integer >= 1")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
     work = [(name, preset) for name in names]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "preset_name": args.preset,
         "preset": {**dataclasses.asdict(preset), "budget_steps": preset.budget_steps},
-        "machine": machine(), "code": _code_version(), "jobs": args.jobs,
+        "machine": machine(), "code": code, "jobs": args.jobs,
         "load_average": load,
         "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None
                                                                else sys.argv[1:]),
