@@ -1339,13 +1339,16 @@ class Diagnosis:
             return sorted(items, key=lambda v: order.index(v) if v in order else len(order))
 
         # Clipping first when gradients explode or the run diverged; "none" stays last,
-        # because clipping far below the gradients' scale (unscaled targets) stalls.
+        # because clipping far below the gradients' scale (unscaled targets) stalls. It is
+        # offered where the space offers it or leaves clipping out (the user's unclipped
+        # optimizer); a space that always clips (`recurrent`) keeps clipping on, and a
+        # fixed clipping is the user's decision.
         clip_codes = active & CLIPPING_CODES
-        if clip_codes:
-            clip = [v for v in values("clipping", ("global_norm", "norm"))
-                    if v not in ("none", "keep")]
+        if clip_codes and not isinstance(current.get("clipping"), Fixed):
+            offered = values("clipping", ("global_norm", "norm", "none"))
+            clip = [v for v in offered if v not in ("none", "keep")]
             clip = first(clip or ["global_norm", "norm"], ("global_norm", "norm", "value"))
-            clip.append("none")
+            clip += [v for v in ("none", "keep") if v in offered]
             dims["clipping"] = Choice(tuple(clip))
             notes.append(f"clipping: {', '.join(clip)} ({', '.join(sorted(clip_codes))})")
             if "clip_value" not in current:

@@ -33,7 +33,7 @@ from stabilizer.diagnosis import (
 )
 from stabilizer.errors import ConfigError
 from stabilizer.lr_range import LRRangeResult
-from stabilizer.space import Choice, FloatRange, SearchSpace, load_space
+from stabilizer.space import Choice, Fixed, FloatRange, SearchSpace, load_space
 from stabilizer.telemetry import ProbeTrace
 
 STEPS = 40
@@ -471,9 +471,25 @@ def test_a_clipped_search_is_bounded_by_the_range_test_under_clipping():
     assert (lr.low, lr.high, lr.log) == (pytest.approx(1e-6), pytest.approx(1e-3), True)
     first = d.first_trial(space)  # clips: the clipped test's suggestion
     assert first["clipping"] != "none" and first["learning_rate"] == pytest.approx(1e-4)
-    plain = d.range_test_trial(space)  # does not clip: the plain test's suggestion
-    assert plain["clipping"] == "none" and plain["learning_rate"] == pytest.approx(1e-6)
+    plain = d.range_test_trial(space)  # the plain test's suggestion
+    assert plain["learning_rate"] == pytest.approx(1e-6)
+    assert "clipping" not in plain  # this space always clips: the sampler picks how
+    unclipped = d.range_test_trial(load_space("default"))
+    assert unclipped["clipping"] == "none"
     assert any("under global-norm clipping" in note for note in d.focus_notes(space))
+
+
+def test_focus_keeps_a_space_that_always_clips_clipping():
+    d = Diagnosis([finding("exploding_gradients", "error")], StabilityConfig(), [0], 40, 32,
+                  dict(THRESHOLDS))
+    recurrent = load_space("recurrent")  # clipping: global_norm, norm, value
+    assert d.focus(recurrent).dimensions["clipping"].values == ("global_norm", "norm", "value")
+    assert d.first_trial(recurrent)["clipping"] == "global_norm"
+    fixed = recurrent.with_dimensions(clipping=Fixed("value"))
+    assert d.focus(fixed).dimensions["clipping"] == Fixed("value")
+    # Left out of the space (the user's unclipped optimizer): clipping first, none last.
+    bare = SearchSpace({"learning_rate": FloatRange(1e-4, 1e-1, log=True)})
+    assert d.focus(bare).dimensions["clipping"].values == ("global_norm", "norm", "none")
 
 
 def test_a_real_tiny_initializer_is_range_tested_again_under_auto():
