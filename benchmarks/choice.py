@@ -37,8 +37,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +46,12 @@ import numpy as np  # noqa: E402
 
 from benchmarks.compare import (  # noqa: E402
     PRESETS,
-    RESULTS,
     Preset,
     _code_version,
-    _init_worker,
+    add_run_arguments,
     machine,
+    map_scenarios,
+    scenario_names,
     split,
     stabilizer_search,
 )
@@ -219,35 +218,15 @@ def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks import zoo
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.choice",
                                      description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--scenarios", help="comma-separated zoo names (default: all)")
-    parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs={args.jobs}: expected an integer >= 1")
-    names = args.scenarios.split(",") if args.scenarios else zoo.names()
-    for name in names:
-        try:
-            zoo.get(name)
-        except KeyError as exc:
-            parser.error(exc.args[0])
+    names = scenario_names(parser, args)
     preset = PRESETS[args.preset]
     code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
-    work = [(name, preset) for name in names]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    if args.jobs == 1:
-        _init_worker(threads)
-        rows = [_run_one(w) for w in work]
-    else:
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            rows = list(pool.map(_run_one, work))
+    rows = map_scenarios(_run_one, [(name, preset) for name in names], args.jobs)
     report = {"preset_name": args.preset, "machine": machine(), "code": code,
               "command": "python -m benchmarks.choice " + " ".join(
                   argv if argv is not None else sys.argv[1:]),

@@ -66,6 +66,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -75,7 +76,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-__all__ = ["PRESETS", "METHODS", "Preset", "main", "run_scenario", "render_markdown"]
+__all__ = ["PRESETS", "METHODS", "Preset", "main", "map_scenarios", "run_scenario",
+           "render_markdown"]
 
 METHODS = ("baseline", "keras_tuner_random", "optuna_tpe", "lr_range_test", "stabilizer")
 #: Share of each scenario's data held out for the judge, and the seed of that split.
@@ -534,6 +536,44 @@ def _init_worker(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every zoo benchmark takes: preset, scenarios, jobs and output folder."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--scenarios", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown")
+
+
+def scenario_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The zoo scenarios `--scenarios` names (all by default); a usage error otherwise."""
+    from benchmarks import zoo
+
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: expected an integer >= 1")
+    names = args.scenarios.split(",") if args.scenarios else zoo.names()
+    for name in names:
+        try:
+            zoo.get(name)
+        except KeyError as exc:
+            parser.error(exc.args[0])
+    return list(names)
+
+
+def map_scenarios(run_one: Callable[[tuple[str, Preset]], dict[str, Any]],
+                  work: list[tuple[str, Preset]], jobs: int) -> list[dict[str, Any]]:
+    """`run_one` over `work` in order, `jobs` at a time in spawned processes.
+
+    The cores are shared out: each process gets ``cpu_count // jobs`` TensorFlow threads.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs == 1:
+        _init_worker(threads)
+        return [run_one(w) for w in work]
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        return list(pool.map(run_one, work))
+
+
 def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
     name, preset = args
     start = time.perf_counter()
@@ -546,43 +586,21 @@ def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks import zoo
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare",
                                      description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--scenarios", help="comma-separated zoo names (default: all)")
-    parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
+    add_run_arguments(parser)
     parser.add_argument("--trials", type=int, help="override the preset's trials")
     parser.add_argument("--probe-steps", type=int, help="override the preset's probe steps")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown")
     args = parser.parse_args(argv)
+    names = scenario_names(parser, args)
     preset = PRESETS[args.preset]
     if args.trials is not None or args.probe_steps is not None:
         preset = dataclasses.replace(preset, trials=args.trials or preset.trials,
                                      probe_steps=args.probe_steps or preset.probe_steps)
-    names = args.scenarios.split(",") if args.scenarios else zoo.names()
-    for name in names:
-        try:
-            zoo.get(name)
-        except KeyError as exc:
-            print(f"error: {exc.args[0]}", file=sys.stderr)
-            parser.print_usage(sys.stderr)
-            return 2
-    if args.jobs < 1:
-        parser.error(f"--jobs={args.jobs}: expected an integer >= 1")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
-    work = [(name, preset) for name in names]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    if args.jobs == 1:
-        _init_worker(threads)
-        rows = [_run_one(w) for w in work]
-    else:
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            rows = list(pool.map(_run_one, work))
+    rows = map_scenarios(_run_one, [(name, preset) for name in names], args.jobs)
     report = {
         "preset_name": args.preset,
         "preset": {**dataclasses.asdict(preset), "budget_steps": preset.budget_steps},
