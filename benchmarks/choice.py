@@ -52,7 +52,7 @@ from benchmarks.compare import (  # noqa: E402
     machine,
     map_scenarios,
     scenario_names,
-    split,
+    scenario_setup,
     stabilizer_search,
 )
 
@@ -67,22 +67,14 @@ def judge_trials(name: str, preset: Preset) -> dict[str, Any]:
     import keras
     import optuna
 
-    from benchmarks import zoo
     from benchmarks.judge import config_setup, judge, verdict
-    from stabilizer.config import SearchConfig, StabilityConfig
-    from stabilizer.data import prepare_data
+    from stabilizer.config import StabilityConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scenario = zoo.get(name)
-    search_arrays, held_out = split(*scenario.load_data())
-    root = Path(tempfile.mkdtemp(prefix=f"choice-{name}-"))
-    settings = SearchConfig(space=scenario.space, trials=preset.trials,
-                            probe_steps=preset.probe_steps, evaluations=preset.evaluations,
-                            seeds=preset.seeds, batch_size=scenario.batch_size, seed=0,
-                            out_dir=str(root))
-    data = prepare_data(search_arrays, validation_split=settings.validation_split,
-                        seed=settings.seed)
-    outcome = stabilizer_search(scenario.build_fn, search_arrays, settings, root)
+    setup = scenario_setup(name, preset, Path(tempfile.mkdtemp(prefix=f"choice-{name}-")))
+    scenario, settings, data, held_out = setup.scenario, setup.settings, setup.data, \
+        setup.held_out
+    outcome = stabilizer_search(scenario.build_fn, setup.search_arrays, settings, setup.root)
     result = outcome.result
     steps = preset.judge_factor * preset.probe_steps
     epochs = preset.judge_factor * preset.evaluations
@@ -113,16 +105,18 @@ def judge_trials(name: str, preset: Preset) -> dict[str, Any]:
             "chosen": trial.number == chosen,
         })
     return {"scenario": name, "healthy": scenario.healthy, "chosen": chosen,
-            "baseline_user_lr": _user_lr(scenario.build_fn),
+            "baseline_user_lr": _user_lr(scenario.build_fn, settings),
             "chosen_repaired": _chosen_repaired(trials, chosen, baseline, scenario.healthy),
             "any_repaired": any(t["repaired"] for t in trials), "trials": trials}
 
 
-def _user_lr(build_fn: Any) -> float:
+def _user_lr(build_fn: Any, settings: Any) -> float:
     """The learning rate the user's compiled model starts with (a trial that keeps it)."""
-    from stabilizer.model import _user_learning_rate
+    from stabilizer.config import StabilityConfig
+    from stabilizer.model import CompileSpec, effective_learning_rate
 
-    return _user_learning_rate(build_fn().optimizer)[0]
+    return effective_learning_rate(CompileSpec.from_model(build_fn(), settings),
+                                   StabilityConfig())
 
 
 def _chosen_repaired(trials: list[dict[str, Any]], chosen: int | None, baseline: Any,

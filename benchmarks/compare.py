@@ -76,8 +76,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-__all__ = ["PRESETS", "METHODS", "Preset", "main", "map_scenarios", "run_scenario",
-           "render_markdown"]
+__all__ = ["PRESETS", "METHODS", "Preset", "ScenarioSetup", "main", "map_scenarios",
+           "run_scenario", "render_markdown", "scenario_setup"]
 
 METHODS = ("baseline", "keras_tuner_random", "optuna_tpe", "lr_range_test", "stabilizer")
 #: Share of each scenario's data held out for the judge, and the seed of that split.
@@ -272,28 +272,49 @@ def split(x: np.ndarray, y: np.ndarray) -> tuple[tuple[Any, Any], tuple[Any, Any
     return (x[rest], y[rest]), (x[test], y[test])
 
 
-def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[str, Any]:
-    """Run every method on one scenario and judge the choices; a JSON-ready dict."""
-    import keras
-    import optuna
+@dataclasses.dataclass
+class ScenarioSetup:
+    """One scenario as every benchmark searches it: data split, settings, probe data."""
 
+    scenario: Any
+    search_arrays: tuple[Any, Any]
+    held_out: tuple[Any, Any]
+    settings: Any  # stabilizer.config.SearchConfig
+    data: Any  # stabilizer.data.ProbeData
+    root: Path
+
+
+def scenario_setup(name: str, preset: Preset, root: Path) -> ScenarioSetup:
+    """The held-out split, the preset's `SearchConfig` (seed 0, the scenario's batch and
+    space, studies under `root`) and the probe data every method searches on."""
     from benchmarks import zoo
-    from benchmarks.judge import config_setup, judge, result_setup, verdict
-    from stabilizer.config import SearchConfig, StabilityConfig
+    from stabilizer.config import SearchConfig
     from stabilizer.data import prepare_data
-    from stabilizer.space import load_space
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     scenario = zoo.get(name)
-    x, y = scenario.load_data()
-    search_arrays, held_out = split(x, y)
-    root = Path(workdir or tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    search_arrays, held_out = split(*scenario.load_data())
     settings = SearchConfig(space=scenario.space, trials=preset.trials,
                             probe_steps=preset.probe_steps, evaluations=preset.evaluations,
                             seeds=preset.seeds, batch_size=scenario.batch_size, seed=0,
                             out_dir=str(root))
     data = prepare_data(search_arrays, validation_split=settings.validation_split,
                         seed=settings.seed)
+    return ScenarioSetup(scenario, search_arrays, held_out, settings, data, root)
+
+
+def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[str, Any]:
+    """Run every method on one scenario and judge the choices; a JSON-ready dict."""
+    import keras
+    import optuna
+
+    from benchmarks.judge import config_setup, judge, result_setup, verdict
+    from stabilizer.config import StabilityConfig
+    from stabilizer.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup = scenario_setup(name, preset, Path(workdir or tempfile.mkdtemp(prefix=f"bench-{name}-")))
+    scenario, settings, data = setup.scenario, setup.settings, setup.data
+    search_arrays, held_out, root = setup.search_arrays, setup.held_out, setup.root
     space = load_space(scenario.space)
     outcomes: dict[str, Outcome] = {"baseline": Outcome(StabilityConfig())}
     errors: dict[str, str] = {}
