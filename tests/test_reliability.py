@@ -512,15 +512,23 @@ def test_ctrl_c_keeps_finished_trials_and_returns_a_partial_result(small_digits,
 
 
 SIGINT_SCRIPT = textwrap.dedent("""
-    import json, signal, sys
+    import json, os, signal, sys, time
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     sys.path.insert(0, {tests!r})
     import scenarios
     from stabilizer import stabilize
     from stabilizer.errors import SearchInterrupted
     x, y = scenarios.digits()
+
+    def build_fn():
+        # once the test asks, the next build (inside a trial) says so and waits for the signal
+        if os.path.exists({hold!r}):
+            open({held!r}, "w").close()
+            time.sleep(120)
+        return scenarios.healthy_mlp()
+
     try:
-        stabilize(scenarios.healthy_mlp, (x[:300], y[:300]), space="quick", budget=50, seeds=1,
+        stabilize(build_fn, (x[:300], y[:300]), space="quick", budget=50, seeds=1,
                   probe_steps=30, evaluations=2, storage={storage!r}, prune=False)
     except SearchInterrupted as exc:
         trials = [[t.number, t.state] for t in exc.result.trials]
@@ -533,7 +541,9 @@ SIGINT_SCRIPT = textwrap.dedent("""
 def test_a_real_sigint_keeps_what_finished_and_leaves_nothing_running(tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
     script = tmp_path / "search.py"
-    script.write_text(SIGINT_SCRIPT.format(tests=str(TESTS), storage=storage))
+    hold, held = tmp_path / "hold", tmp_path / "held"
+    script.write_text(SIGINT_SCRIPT.format(tests=str(TESTS), storage=storage, hold=str(hold),
+                                           held=str(held)))
     log = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=log, text=True,
@@ -547,7 +557,10 @@ def test_a_real_sigint_keeps_what_finished_and_leaves_nothing_running(tmp_path):
             continue
         if any(t.state == TrialState.COMPLETE for t in study.trials) and \
                 study.trials[-1].state == TrialState.RUNNING:
+            hold.touch()  # the signal must land inside a trial, not between two
             break
+    while time.time() < deadline and proc.poll() is None and not held.exists():
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     try:
         # generous: finishing the running probe and writing the partial report can take
