@@ -70,7 +70,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -84,6 +84,7 @@ METHODS = ("baseline", "keras_tuner_random", "optuna_tpe", "lr_range_test", "sta
 TEST_SHARE = 0.2
 SPLIT_SEED = 12345
 RESULTS = Path(__file__).parent / "results"
+_Work = TypeVar("_Work")  # one scenario's work item for `map_scenarios`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -580,8 +581,8 @@ def scenario_names(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return list(names)
 
 
-def map_scenarios(run_one: Callable[[tuple[str, Preset]], dict[str, Any]],
-                  work: list[tuple[str, Preset]], jobs: int) -> list[dict[str, Any]]:
+def map_scenarios(run_one: Callable[[_Work], dict[str, Any]], work: list[_Work],
+                  jobs: int) -> list[dict[str, Any]]:
     """`run_one` over `work` in order, `jobs` at a time in spawned processes.
 
     The cores are shared out: each process gets ``cpu_count // jobs`` TensorFlow threads.

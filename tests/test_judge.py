@@ -185,3 +185,71 @@ def test_choice_report_separates_a_missed_choice_from_a_missed_search():
     assert totals["conservative_tau_0.1"]["repaired"] == 1
     assert totals["conservative_tau_0.1"]["geomean_loss_vs_chosen"] == pytest.approx(1.2)
     assert totals["conservative_tau_0.05"] == {"repaired": 0, "geomean_loss_vs_chosen": 1.0}
+
+
+def _noise_row(name, healthy, verdicts):
+    """A judge_noise row: per method, one verdict per draw (True = repaired)."""
+    from benchmarks import judge_noise
+
+    def entry(repaired):
+        return {"repaired": repaired, "spread": 0.1 if repaired else 0.3, "mean_final": 1.0,
+                "diverged": 0, "healthy": True, "reasons": [],
+                "finals": [1.0, math.e] if repaired else [1.0, None]}
+
+    draws = len(next(iter(verdicts.values())))
+    return {"scenario": name, "healthy": healthy, "configs": {},
+            "baseline": [entry(None) for _ in range(draws)],
+            "methods": {m: [entry(v) for v in verdicts.get(m, [False] * draws)]
+                        for m in judge_noise.SEARCHES}}
+
+
+def test_judge_noise_counts_repairs_per_draw_and_names_the_verdicts_that_flip():
+    from benchmarks import judge_noise
+
+    rows = [_noise_row("a", False, {"stabilizer": [True, False, True],
+                                    "optuna_tpe": [True, True, True]}),
+            _noise_row("b", False, {"stabilizer": [True, True, True]}),
+            _noise_row("ctl", True, {"stabilizer": [True, True, False],
+                                     "optuna_tpe": [True, True, True]})]
+    totals = judge_noise.totals(rows, draws=2)
+    assert totals["stabilizer"]["repaired_per_draw"] == [2, 1, 2]
+    assert totals["stabilizer"]["repaired_on_every_draw"] == 1
+    assert totals["stabilizer"]["control_kept_per_draw"] == [True, True, False]
+    assert totals["stabilizer"]["flipped"] == ["a", "ctl"]
+    assert totals["optuna_tpe"]["repaired_per_draw"] == [1, 1, 1]
+    assert totals["optuna_tpe"]["flipped"] == []
+    assert (totals["flipped_verdicts"], totals["verdicts"]) == (2, 12)
+    report = {"source": "s.json", "source_code": "abc", "preset_name": "quick", "code": "def",
+              "machine": "m", "wall_seconds": 60.0, "draws": 2,
+              "seeds": [list(judge_noise.draw_seeds(d)) for d in range(3)],
+              "scenarios": rows, "totals": totals}
+    text = judge_noise.render_markdown(report)
+    assert "| stabilizer | 2/2 | 1/2 | 2/2 | 1 | yes/yes/no | a, ctl |" in text
+    assert "| a | " in text and "R-R (0.1, 0.3, 0.1; all inf)" in text  # a seed diverged
+    assert "RRR (0.1, 0.1, 0.1; all 0.5)" in text  # log finals 0, 1 on every draw: std 0.5
+    assert judge_noise.draw_seeds(0) == judge.JUDGE_SEEDS
+    assert judge_noise.draw_seeds(2) == tuple(s + 2000 for s in judge.JUDGE_SEEDS)
+
+
+def test_rejudging_a_compare_row_trains_each_draw_on_its_own_fresh_seeds():
+    from benchmarks import judge_noise
+
+    preset = compare.Preset(probe_steps=10, evaluations=1, trials=1, seeds=1, judge_factor=2)
+    user = StabilityConfig().to_dict()
+    lower = StabilityConfig(learning_rate=1e-4).to_dict()
+    judged = {"spread": 0.01, "mean_final": 1.0, "diverged": 0, "healthy": True, "reasons": []}
+    methods = {m: {"config": m, "config_dict": user, "judge": judged, "repaired": True}
+               for m in compare.METHODS}
+    methods["optuna_tpe"] = {"config": "slow", "config_dict": lower, "judge": judged,
+                             "repaired": True}
+    row = {"scenario": "healthy_mlp_control", "healthy": True, "methods": methods}
+    out = judge_noise.rejudge(row, preset, draws=2)
+    base = out["baseline"]
+    assert len(base) == 3 and base[0]["mean_final"] == 1.0  # draw 0: the compare run's
+    assert all(math.isfinite(e["mean_final"]) for e in base[1:])
+    assert base[1]["mean_final"] != base[2]["mean_final"]  # other seeds, other runs
+    # the user's own configuration keeps the healthy control on every draw (same training)
+    assert [e["repaired"] for e in out["methods"]["stabilizer"]] == [True, True, True]
+    # a learning rate 10x below Adam's default learns less in 20 steps: not kept
+    assert out["methods"]["optuna_tpe"][1]["repaired"] is False
+    assert out["methods"]["optuna_tpe"][1]["mean_final"] > 1.05 * base[1]["mean_final"]
