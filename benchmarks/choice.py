@@ -31,7 +31,6 @@ Markdown. The full preset judges about 20 trials per scenario (an hour on 2 core
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -54,6 +53,7 @@ from benchmarks.compare import (  # noqa: E402
     scenario_names,
     scenario_setup,
     stabilizer_search,
+    write_report,
 )
 
 __all__ = ["TAUS", "judge_trials", "conservative_pick", "main"]
@@ -226,12 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                   argv if argv is not None else sys.argv[1:]),
               "wall_seconds": round(time.perf_counter() - start, 1),
               "scenarios": rows, "totals": totals(rows)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = args.preset if not args.scenarios else f"{args.preset}_subset"
-    (out / f"choice_{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
     markdown = render_markdown(report)
-    (out / f"choice_{suffix}.md").write_text(f"# `{report['command']}`\n\n{markdown}\n")
+    write_report(args.out, f"choice_{suffix}", report, markdown)
     print(markdown)
     return 0
 

@@ -77,7 +77,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 __all__ = ["PRESETS", "METHODS", "Preset", "ScenarioSetup", "main", "map_scenarios",
-           "run_scenario", "render_markdown", "scenario_setup"]
+           "run_scenario", "render_markdown", "scenario_setup", "write_report"]
 
 METHODS = ("baseline", "keras_tuner_random", "optuna_tpe", "lr_range_test", "stabilizer")
 #: Share of each scenario's data held out for the judge, and the seed of that split.
@@ -554,8 +554,11 @@ def _init_worker(threads: int) -> None:
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # --jobs 1 in a process whose TensorFlow already runs: keep its pools
+            pass
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -596,6 +599,20 @@ def map_scenarios(run_one: Callable[[_Work], dict[str, Any]], work: list[_Work],
         return list(pool.map(run_one, work))
 
 
+def write_report(out_dir: str | Path, name: str, report: dict[str, Any], markdown: str, *,
+                 heading: str | None = None) -> Path:
+    """Write `report` to ``<out_dir>/<name>.json`` and `markdown` to ``.md``; the JSON's path.
+
+    The Markdown file starts with `heading` (default: the command that made it).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
+    title = heading if heading is not None else f"`{report['command']}`"
+    (out / f"{name}.md").write_text(f"# {title}\n\n{markdown}\n")
+    return out / f"{name}.json"
+
+
 def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
     name, preset = args
     start = time.perf_counter()
@@ -633,15 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "scenarios": rows, "totals": totals(rows),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = args.preset if not args.scenarios else f"{args.preset}_subset"
-    (out / f"compare_{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
     markdown = render_markdown(report)
-    (out / f"compare_{suffix}.md").write_text(
-        f"# Benchmark: `{report['command']}`\n\n{markdown}\n")
+    written = write_report(args.out, f"compare_{suffix}", report, markdown,
+                           heading=f"Benchmark: `{report['command']}`")
     print(markdown)
-    print(f"\nwritten {out / f'compare_{suffix}.json'} and .md", file=sys.stderr)
+    print(f"\nwritten {written} and .md", file=sys.stderr)
     return 0
 
 

@@ -52,6 +52,7 @@ from benchmarks.compare import (  # noqa: E402
     machine,
     map_scenarios,
     scenario_setup,
+    write_report,
 )
 
 __all__ = ["draw_seeds", "pooled_spread", "rejudge", "totals", "render_markdown", "main"]
@@ -249,12 +250,9 @@ def main(argv: list[str] | None = None) -> int:
               "draws": args.draws, "seeds": [list(draw_seeds(d)) for d in range(args.draws + 1)],
               "wall_seconds": round(time.perf_counter() - start, 1),
               "scenarios": judged, "totals": totals(judged, args.draws)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = report["preset_name"] if not args.scenarios else f"{report['preset_name']}_subset"
-    (out / f"judge_noise_{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
     markdown = render_markdown(report)
-    (out / f"judge_noise_{suffix}.md").write_text(f"# `{report['command']}`\n\n{markdown}\n")
+    write_report(args.out, f"judge_noise_{suffix}", report, markdown)
     print(markdown)
     return 0
 

@@ -253,3 +253,32 @@ def test_rejudging_a_compare_row_trains_each_draw_on_its_own_fresh_seeds():
     # a learning rate 10x below Adam's default learns less in 20 steps: not kept
     assert out["methods"]["optuna_tpe"][1]["repaired"] is False
     assert out["methods"]["optuna_tpe"][1]["mean_final"] > 1.05 * base[1]["mean_final"]
+
+
+def test_judge_noise_reads_a_compare_report_and_writes_its_own(tmp_path, capsys):
+    import json
+
+    from benchmarks import judge_noise
+
+    preset = compare.Preset(probe_steps=10, evaluations=1, trials=1, seeds=1, judge_factor=2)
+    judged = {"spread": 0.01, "mean_final": 1.0, "diverged": 0, "healthy": True, "reasons": [],
+              "runs": [{"final_loss": 1.0}] * 5}
+    methods = {m: {"config": m, "config_dict": StabilityConfig().to_dict(), "judge": judged,
+                   "repaired": True} for m in compare.METHODS}
+    source = tmp_path / "compare_quick.json"
+    source.write_text(json.dumps({
+        "preset_name": "quick", "code": "abc1234",
+        "preset": {**preset.__dict__, "budget_steps": preset.budget_steps},
+        "scenarios": [{"scenario": "healthy_mlp_control", "healthy": True, "methods": methods}]}))
+    with pytest.raises(SystemExit) as missing:
+        judge_noise.main(["--source", str(tmp_path / "nope.json")])
+    assert missing.value.code == 2 and "--source" in capsys.readouterr().err
+    assert judge_noise.main(["--source", str(source), "--draws", "1",
+                             "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "judge_noise_quick.json").read_text())
+    assert report["source_code"] == "abc1234" and report["seeds"][1] == [8001, 8002, 8003,
+                                                                          8004, 8005]
+    assert report["totals"]["stabilizer"]["control_kept_per_draw"] == [True, True]
+    text = (tmp_path / "out" / "judge_noise_quick.md").read_text()
+    assert text.startswith("# `python -m benchmarks.judge_noise --source")
+    assert "| stabilizer | 0/0 | 0/0 | 0 | yes/yes | - |" in text
