@@ -17,7 +17,8 @@ Draw ``k`` (k >= 1) trains on the seeds ``JUDGE_SEEDS + 1000 * k`` (8001-8005, 9
 ...): fresh for every method, as the judge's own are. Every configuration is rebuilt
 from its dict with `benchmarks.judge.config_setup` (compare trains the stabilizer's
 choice through `StabilityResult.build_model`; on the judge's own seeds the two give the
-same losses to the last digit, checked on three scenarios of the quick run at 03040e9).
+same losses to the last digit, checked on two scenarios of the quick run at 03040e9,
+three configurations each).
 
 Usage (from the repository root, after `benchmarks/run.sh` or `benchmarks.compare`)::
 
