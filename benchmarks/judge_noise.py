@@ -125,9 +125,7 @@ def rejudge(row: dict[str, Any], preset: Preset, draws: int) -> dict[str, Any]:
         out["baseline"].append(_entry(None, baseline.to_dict()))
         for method in SEARCHES:
             if configs[method] is None:  # the method failed in the compare run
-                out["methods"][method].append({"repaired": False, "spread": None,
-                                               "mean_final": None, "reasons": ["no choice"],
-                                               "finals": []})
+                out["methods"][method].append(_entry(False, {"reasons": ["no choice"]}))
                 continue
             judgement = judged(configs[method])
             v = verdict(judgement, baseline, healthy_scenario=row["healthy"])
