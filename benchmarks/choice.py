@@ -74,7 +74,7 @@ def judge_trials(name: str, preset: Preset) -> dict[str, Any]:
     setup = scenario_setup(name, preset, Path(tempfile.mkdtemp(prefix=f"choice-{name}-")))
     scenario, settings, data, held_out = setup.scenario, setup.settings, setup.data, \
         setup.held_out
-    outcome = stabilizer_search(scenario.build_fn, setup.search_arrays, settings, setup.root)
+    outcome = stabilizer_search(scenario.build_fn, data, settings, setup.root)
     result = outcome.result
     steps = preset.judge_factor * preset.probe_steps
     epochs = preset.judge_factor * preset.evaluations

@@ -1,8 +1,9 @@
 """The zoo repaired five ways at an equal probe budget, every result judged independently.
 
 For each zoo scenario (`benchmarks.zoo`) the data is split once: 20% is held out
-for the judge (no method sees it), the rest is what every method searches on (its
-own seeded 80/20 train/validation split, the one `stabilize()` makes). Methods:
+for the judge (no method sees it), the rest is what every method searches on (one
+80/20 train/validation split, seeded with 0, the one `stabilize()` makes at its
+default seed; `stabilize()` is handed it ready-split). Methods:
 
 (a) ``baseline``: the user's configuration, unchanged.
 (b) ``keras_tuner_random``: KerasTuner's `RandomSearch` (a `Tuner` whose `run_trial`
@@ -48,9 +49,12 @@ Usage (from the repository root; `benchmarks/run.sh` wraps it)::
     python -m benchmarks.compare --preset quick --jobs 2
     python -m benchmarks.compare --preset full --jobs 2
     python -m benchmarks.compare --preset quick --scenarios healthy_mlp_control
+    python -m benchmarks.compare --preset full --jobs 2 --search-seed 1
 
-Writes ``benchmarks/results/compare_<preset>.json`` and ``.md`` (`--out` to change)
-and prints the Markdown.
+Writes ``benchmarks/results/compare_<preset>.json`` and ``.md`` (`--out` to change;
+``compare_<preset>_seed<n>`` for another ``--search-seed``, which reseeds every
+method's search and nothing else: the searches' own luck, beside the judge's
+measured by `benchmarks.judge_noise`) and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 __all__ = ["PRESETS", "METHODS", "Preset", "ScenarioSetup", "main", "map_scenarios",
-           "run_scenario", "render_markdown", "scenario_setup", "write_report"]
+           "report_suffix", "run_scenario", "render_markdown", "scenario_setup", "write_report"]
 
 METHODS = ("baseline", "keras_tuner_random", "optuna_tpe", "lr_range_test", "stabilizer")
 #: Share of each scenario's data held out for the judge, and the seed of that split.
@@ -89,13 +93,19 @@ _Work = TypeVar("_Work")  # one scenario's work item for `map_scenarios`
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One benchmark size: probe length, budget and the judge's training length."""
+    """One benchmark size: probe length, budget and the judge's training length.
+
+    `search_seed` seeds the searches only (the samplers and the probe seeds of every
+    method); the data, its splits and the judge's seeds do not depend on it, so runs
+    at two search seeds differ by the searches' own luck and nothing else.
+    """
 
     probe_steps: int
     evaluations: int
     trials: int
     seeds: int
     judge_factor: int
+    search_seed: int = 0
 
     @property
     def budget_steps(self) -> int:
@@ -213,8 +223,7 @@ def lr_range(build_fn: Any, space: Any, settings: Any, data: Any, workdir: Path)
                            "reliable": test.reliable})
 
 
-def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any,
-                      workdir: Path) -> Outcome:
+def stabilizer_search(build_fn: Any, data: Any, settings: Any, workdir: Path) -> Outcome:
     """(e): `stabilize()`; also measures the search's own overhead.
 
     The diagnosis of the baseline adds an LR range test of ``probe_steps`` steps
@@ -222,12 +231,13 @@ def stabilizer_search(build_fn: Any, data_arrays: tuple[Any, Any], settings: Any
     one trial fewer than the budget allows (a trial is ``seeds * probe_steps`` steps,
     as many as both tests at the presets' two seeds). The diagnosis of the
     chosen configuration (`diagnose_after`) does not change the choice and is
-    left out here.
+    left out here. It searches `data` (the `ProbeData` the peers search) passed as
+    ``(x, y, x_val, y_val)``: the same split whatever `settings.seed` is.
     """
     from stabilizer import stabilize
 
     start = time.perf_counter()
-    result = stabilize(build_fn, data_arrays, space=settings.space,
+    result = stabilize(build_fn, (data.x, data.y, data.x_val, data.y_val), space=settings.space,
                        budget=max(1, settings.trials - 1), seeds=settings.seeds,
                        probe_steps=settings.probe_steps, evaluations=settings.evaluations,
                        batch_size=settings.batch_size, out_dir=str(workdir),
@@ -286,8 +296,11 @@ class ScenarioSetup:
 
 
 def scenario_setup(name: str, preset: Preset, root: Path) -> ScenarioSetup:
-    """The held-out split, the preset's `SearchConfig` (seed 0, the scenario's batch and
-    space, studies under `root`) and the probe data every method searches on."""
+    """The held-out split, the preset's `SearchConfig` (its search seed, the scenario's
+    batch and space, studies under `root`) and the probe data every method searches on.
+
+    The probe data's validation split is seeded with 0 whatever the search seed.
+    """
     from benchmarks import zoo
     from stabilizer.config import SearchConfig
     from stabilizer.data import prepare_data
@@ -296,10 +309,9 @@ def scenario_setup(name: str, preset: Preset, root: Path) -> ScenarioSetup:
     search_arrays, held_out = split(*scenario.load_data())
     settings = SearchConfig(space=scenario.space, trials=preset.trials,
                             probe_steps=preset.probe_steps, evaluations=preset.evaluations,
-                            seeds=preset.seeds, batch_size=scenario.batch_size, seed=0,
-                            out_dir=str(root))
-    data = prepare_data(search_arrays, validation_split=settings.validation_split,
-                        seed=settings.seed)
+                            seeds=preset.seeds, batch_size=scenario.batch_size,
+                            seed=preset.search_seed, out_dir=str(root))
+    data = prepare_data(search_arrays, validation_split=settings.validation_split, seed=0)
     return ScenarioSetup(scenario, search_arrays, held_out, settings, data, root)
 
 
@@ -315,7 +327,7 @@ def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup = scenario_setup(name, preset, Path(workdir or tempfile.mkdtemp(prefix=f"bench-{name}-")))
     scenario, settings, data = setup.scenario, setup.settings, setup.data
-    search_arrays, held_out, root = setup.search_arrays, setup.held_out, setup.root
+    held_out, root = setup.held_out, setup.root
     space = load_space(scenario.space)
     outcomes: dict[str, Outcome] = {"baseline": Outcome(StabilityConfig())}
     errors: dict[str, str] = {}
@@ -324,8 +336,7 @@ def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[
                                                          data, root),
         "optuna_tpe": lambda: optuna_tpe(scenario.build_fn, space, settings, data, root),
         "lr_range_test": lambda: lr_range(scenario.build_fn, space, settings, data, root),
-        "stabilizer": lambda: stabilizer_search(scenario.build_fn, search_arrays, settings,
-                                                root),
+        "stabilizer": lambda: stabilizer_search(scenario.build_fn, data, settings, root),
     }
     for method, search in searches.items():
         keras.backend.clear_session()
@@ -461,7 +472,8 @@ def render_markdown(report: dict[str, Any], *, full: bool = True) -> str:
     lines = [
         f"Preset `{report['preset_name']}`: probes of {p['probe_steps']} steps "
         f"({p['evaluations']} evaluations) on {p['seeds']} seeds, {p['trials']} trials + the "
-        f"baseline = {p['budget_steps']} probe steps per search; judge: "
+        f"baseline = {p['budget_steps']} probe steps per search, search seed "
+        f"{p.get('search_seed', 0)}; judge: "
         f"{p['judge_factor'] * p['probe_steps']} steps on 5 fresh seeds, held-out data. "
         f"Machine: {report['machine']}; code {report.get('code', 'not recorded')}; "
         f"{report['jobs']} scenario(s) at a time; load average "
@@ -479,8 +491,9 @@ def render_markdown(report: dict[str, Any], *, full: bool = True) -> str:
             ", ".join("yes" if k else "no" for k in t["healthy_kept"]) or "n/a"
         repaired = "n/a" if method == "baseline" else f"{t['repaired']}/{t['unstable_scenarios']}"
         ratio = "1" if method == "baseline" else _ratio(t["median_loss_ratio"])
+        spread = _num(t["median_spread"]) if t["unstable_scenarios"] else "n/a"
         lines.append(f"| {_LABELS[method]} | {repaired} | {kept} | {ratio} | "
-                     f"{_num(t['median_spread'])} | {t['diverged_seeds']} | "
+                     f"{spread} | {t['diverged_seeds']} | "
                      f"{t['search_seconds']:.0f} | {t['probe_steps']} |")
     lines += ["", "Loss ratio: mean final held-out loss over the judge seeds that did not "
               "diverge, over the baseline's; n/a where either side diverged on every seed "
@@ -613,6 +626,12 @@ def write_report(out_dir: str | Path, name: str, report: dict[str, Any], markdow
     return out / f"{name}.json"
 
 
+def report_suffix(preset_name: str, search_seed: int, *, subset: bool) -> str:
+    """``full``, ``full_seed1``, ``quick_subset``...: the report files' name after their kind."""
+    seed = f"_seed{search_seed}" if search_seed else ""
+    return f"{preset_name}{seed}" + ("_subset" if subset else "")
+
+
 def _run_one(args: tuple[str, Preset]) -> dict[str, Any]:
     name, preset = args
     start = time.perf_counter()
@@ -630,12 +649,18 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser)
     parser.add_argument("--trials", type=int, help="override the preset's trials")
     parser.add_argument("--probe-steps", type=int, help="override the preset's probe steps")
+    parser.add_argument("--search-seed", type=int, default=0,
+                        help="seed of every method's search (samplers, probe seeds); the data "
+                        "and the judge stay as they are (default 0)")
     args = parser.parse_args(argv)
+    if args.search_seed < 0:
+        parser.error(f"--search-seed={args.search_seed}: expected an integer >= 0")
     names = scenario_names(parser, args)
     preset = PRESETS[args.preset]
     if args.trials is not None or args.probe_steps is not None:
         preset = dataclasses.replace(preset, trials=args.trials or preset.trials,
                                      probe_steps=args.probe_steps or preset.probe_steps)
+    preset = dataclasses.replace(preset, search_seed=args.search_seed)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
@@ -650,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "scenarios": rows, "totals": totals(rows),
     }
-    suffix = args.preset if not args.scenarios else f"{args.preset}_subset"
+    suffix = report_suffix(args.preset, preset.search_seed, subset=bool(args.scenarios))
     markdown = render_markdown(report)
     written = write_report(args.out, f"compare_{suffix}", report, markdown,
                            heading=f"Benchmark: `{report['command']}`")

@@ -52,6 +52,7 @@ from benchmarks.compare import (  # noqa: E402
     _code_version,
     machine,
     map_scenarios,
+    report_suffix,
     scenario_setup,
     write_report,
 )
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
               "draws": args.draws, "seeds": [list(draw_seeds(d)) for d in range(args.draws + 1)],
               "wall_seconds": round(time.perf_counter() - start, 1),
               "scenarios": judged, "totals": totals(judged, args.draws)}
-    suffix = report["preset_name"] if not args.scenarios else f"{report['preset_name']}_subset"
+    suffix = report_suffix(report["preset_name"], preset.search_seed, subset=bool(args.scenarios))
     markdown = render_markdown(report)
     write_report(args.out, f"judge_noise_{suffix}", report, markdown)
     print(markdown)

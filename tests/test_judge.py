@@ -154,6 +154,34 @@ def test_render_reports_totals_and_every_scenario():
     text = compare.render_markdown(report)
     assert "| (e) stabilizer | 2/2 | yes |" in text
     assert "### ctl" in text and "overall 1.111" in text
+    control_only = {**report, "scenarios": rows[2:], "totals": compare.totals(rows[2:])}
+    # no unstable scenario: no median spread (not "inf", which would mean a diverged seed)
+    assert "| (e) stabilizer | 0/0 | yes | n/a | n/a | 0 |" in \
+        compare.render_markdown(control_only, full=False)
+
+
+def test_a_search_seed_reseeds_the_searches_and_leaves_the_data_alone(tmp_path, capsys):
+    from stabilizer.probe import probe_seeds
+
+    preset = compare.PRESETS["quick"]
+    plain = compare.scenario_setup("healthy_mlp_control", preset, tmp_path / "a")
+    other = compare.scenario_setup("healthy_mlp_control",
+                                   compare.Preset(**{**preset.__dict__, "search_seed": 3}),
+                                   tmp_path / "b")
+    assert (plain.settings.seed, other.settings.seed) == (0, 3)
+    assert probe_seeds(plain.settings) != probe_seeds(other.settings)
+    for a, b in ((plain.data.x, other.data.x), (plain.data.y_val, other.data.y_val),
+                 (plain.held_out[0], other.held_out[0])):
+        np.testing.assert_array_equal(a, b)
+    # the split is the one stabilize() makes at its default seed
+    np.testing.assert_array_equal(plain.data.x_val,
+                                  prepare_data(plain.search_arrays, seed=0).x_val)
+    assert compare.report_suffix("full", 0, subset=False) == "full"
+    assert compare.report_suffix("full", 2, subset=True) == "full_seed2_subset"
+    with pytest.raises(SystemExit) as bad:
+        compare.main(["--search-seed", "-1"])
+    assert bad.value.code == 2 and "--search-seed=-1: expected an integer >= 0" in \
+        capsys.readouterr().err
 
 
 def _trial(number, *, loss, lr, repaired, judged, chosen=False, verdict="stable"):
