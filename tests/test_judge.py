@@ -310,3 +310,10 @@ def test_judge_noise_reads_a_compare_report_and_writes_its_own(tmp_path, capsys)
     text = (tmp_path / "out" / "judge_noise_quick.md").read_text()
     assert text.startswith("# `python -m benchmarks.judge_noise --source")
     assert "| stabilizer | 0/0 | 0/0 | 0 | yes/yes | - |" in text
+    # a compare run at another search seed: its re-judging is named after that seed
+    seeded = json.loads(source.read_text())
+    seeded["preset"]["search_seed"] = 1
+    source.write_text(json.dumps(seeded))
+    assert judge_noise.main(["--source", str(source), "--draws", "1",
+                             "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "judge_noise_quick_seed1.json").is_file()
