@@ -34,7 +34,10 @@ __all__ = [
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
 INITIALIZER_MODES = ("keep", "auto")
-LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau")
+#: "cooldown" holds the rate constant, then decays it linearly to 1% over the last
+#: `COOLDOWN_FRACTION` of training (a "stable then decay" schedule).
+LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau",
+                "cooldown")
 CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
 #: What stands where the model has BatchNormalization: "keep" and "batch" leave the
 #: BatchNormalization layers ("batch" names the choice explicitly in a space), "group" and

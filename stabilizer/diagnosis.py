@@ -1403,7 +1403,7 @@ class Diagnosis:
         # the end, and with them the final loss's seed-to-seed noise, which short probes
         # on few seeds measure poorly (the first trial takes the first schedule).
         if active:
-            order = ("warmup_cosine", "cosine", "exponential", "plateau", "constant")
+            order = ("warmup_cosine", "cosine", "exponential", "cooldown", "plateau", "constant")
             schedules = first(values("lr_schedule", ("warmup_cosine", "cosine", "constant")), order)
             dims["lr_schedule"] = Choice(tuple(schedules))
             notes.append(f"lr_schedule: {', '.join(schedules)}")

@@ -250,6 +250,23 @@ def test_exponential_schedule_decays_by_its_rate_each_quarter():
     assert float(opt._learning_rate(25)) == pytest.approx(5e-3, rel=1e-4)
 
 
+def test_cooldown_holds_the_rate_then_decays_it_over_the_last_fifth(tmp_path):
+    spec = CompileSpec.from_model(scenarios.healthy_mlp(), SearchConfig())
+    opt = make_optimizer(spec, StabilityConfig(learning_rate=1e-2, lr_schedule="cooldown"),
+                         total_steps=100)
+    rate = [float(opt._learning_rate(step)) for step in (0, 50, 80, 90, 100)]
+    assert rate[:3] == pytest.approx([1e-2] * 3)
+    assert rate[3] == pytest.approx(5.05e-3, rel=1e-3) and rate[4] == pytest.approx(1e-4)
+    # A model compiled with it trains, and saves and loads like any Keras schedule.
+    model = scenarios.healthy_mlp()
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(64, 64)), np.arange(64) % 10
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert float(loaded.optimizer._learning_rate(90)) == pytest.approx(rate[3], rel=1e-4)
+
+
 def test_uncompiled_model_without_loss_is_a_clear_error():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     with pytest.raises(ModelError, match="uncompiled model and no loss"):
