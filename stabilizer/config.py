@@ -34,8 +34,8 @@ __all__ = [
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
 INITIALIZER_MODES = ("keep", "auto")
-#: "cooldown" holds the rate constant, then decays it linearly to 1% over the last
-#: `COOLDOWN_FRACTION` of training (a "stable then decay" schedule).
+#: "cooldown" holds the rate constant, then decays it linearly to 1% over the last 20% of
+#: training (`stabilizer.model.Cooldown`, a "stable then decay" schedule).
 LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau",
                 "cooldown")
 CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
