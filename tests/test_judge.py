@@ -317,3 +317,70 @@ def test_judge_noise_reads_a_compare_report_and_writes_its_own(tmp_path, capsys)
     assert judge_noise.main(["--source", str(source), "--draws", "1",
                              "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "judge_noise_quick_seed1.json").is_file()
+
+
+def test_more_probe_seeds_buy_fewer_trials_within_the_same_probe_budget():
+    from benchmarks import seed_count
+
+    for preset in compare.PRESETS.values():  # two seeds: compare's own count
+        assert seed_count.stabilizer_budget(preset, 2) == preset.trials - 1
+    full = compare.PRESETS["full"]
+    budget = seed_count.stabilizer_budget(full, 3)
+    cost = lambda trials: ((trials + 1) * 3 + seed_count.LR_TESTS) * full.probe_steps  # noqa: E731
+    assert budget == 12 and cost(budget) <= full.budget_steps < cost(budget + 1)
+
+
+def _seed_row(name, healthy, verdicts):
+    """A seed_count row: per search seed, one verdict per draw (True = repaired)."""
+    return {"scenario": name, "healthy": healthy, "budget": 3, "baseline": [0.2, 0.2],
+            "searches": [{"search_seed": s, "config": f"c{s}", "probe_steps": 100 + s,
+                          "draws": [{"repaired": v, "spread": 0.1, "mean_final": 1.0,
+                                     "reasons": []} for v in draws]}
+                         for s, draws in enumerate(verdicts)]}
+
+
+def test_seed_count_totals_every_search_seed_and_draw():
+    from benchmarks import seed_count
+
+    rows = [_seed_row("a", False, [[True, False], [True, True]]),
+            _seed_row("b", False, [[True, True], [False, False]]),
+            _seed_row("ctl", True, [[True, True], [True, False]])]
+    t = seed_count.totals(rows)
+    assert [c["repaired"] for c in t["cells"]] == [2, 1, 1, 1]
+    assert [c["control_kept"] for c in t["cells"]] == [True, True, True, False]
+    assert (t["sum"], t["best"], t["probe_steps_max"]) == (5, 2, 101)
+    report = {"preset_name": "quick", "seeds": 3, "budget": 3, "code": "abc", "machine": "m",
+              "wall_seconds": 60.0, "scenarios": rows, "totals": t,
+              "preset": {**compare.PRESETS["quick"].__dict__,
+                         "budget_steps": compare.PRESETS["quick"].budget_steps}}
+    text = seed_count.render_markdown(report)
+    assert "**5** over 4 search seed x draw cells (best cell 2)" in text
+    assert "| 1 | 1 | 1/2 | no |" in text and "| a | 0 | R- | 0.1, 0.1 | 1, 1 | c0 |" in text
+
+
+@pytest.mark.slow
+def test_seed_count_searches_on_more_seeds_within_the_budget_and_judges_each_draw():
+    from benchmarks import seed_count
+
+    # 6 x 10 steps: the baseline and one trial on two seeds, and the LR range tests
+    preset = compare.Preset(probe_steps=10, evaluations=1, trials=5, seeds=1, judge_factor=2)
+    row = seed_count.run_scenario("healthy_mlp_control", preset, 2, (0,), 1)
+    assert row["budget"] == 1 and len(row["baseline"]) == 2
+    (search,) = row["searches"]
+    assert 0 < search["probe_steps"] <= preset.budget_steps
+    assert search["candidates"] >= 2  # the baseline and a trial, each on two probe seeds
+    assert len(search["draws"]) == 2
+    assert all(isinstance(e["repaired"], bool) and math.isfinite(e["mean_final"])
+               for e in search["draws"])
+    assert search["draws"][0]["mean_final"] != search["draws"][1]["mean_final"]
+
+
+def test_seed_count_rejects_bad_arguments(capsys):
+    from benchmarks import seed_count
+
+    for argv, message in ((["--seeds", "0"], "--seeds=0: expected an integer >= 1"),
+                          (["--search-seeds", "a,1"], "--search-seeds=a,1: expected integers"),
+                          (["--seeds", "7"], "--seeds=7: the quick budget")):
+        with pytest.raises(SystemExit) as bad:
+            seed_count.main(argv)
+        assert bad.value.code == 2 and message in capsys.readouterr().err
