@@ -57,7 +57,8 @@ from benchmarks.compare import (  # noqa: E402
     write_report,
 )
 
-__all__ = ["draw_seeds", "pooled_spread", "rejudge", "totals", "render_markdown", "main"]
+__all__ = ["draw_seeds", "judge_on", "pooled_spread", "rejudge", "totals", "render_markdown",
+           "main"]
 
 SEARCHES = METHODS[1:]  # the methods that choose a configuration
 
@@ -67,6 +68,20 @@ def draw_seeds(draw: int) -> tuple[int, ...]:
     from benchmarks.judge import JUDGE_SEEDS
 
     return tuple(seed + 1000 * draw for seed in JUDGE_SEEDS)
+
+
+def judge_on(setup: Any, config: Any, preset: Preset, seeds: tuple[int, ...]) -> Any:
+    """`config` trained by the judge on `setup`'s scenario for `preset`'s judge length, on
+    `seeds`, measured on the held-out data (a fresh Keras session first)."""
+    import keras
+
+    from benchmarks.judge import config_setup, judge
+
+    keras.backend.clear_session()
+    steps = preset.judge_factor * preset.probe_steps
+    return judge(config_setup(setup.scenario.build_fn, config, setup.settings, steps),
+                 setup.data, steps=steps, epochs=preset.judge_factor * preset.evaluations,
+                 val_data=setup.held_out, seeds=seeds)
 
 
 def _entry(repaired: bool | None, judge: dict[str, Any]) -> dict[str, Any]:
@@ -91,15 +106,11 @@ def pooled_spread(entries: list[dict[str, Any]]) -> float:
 
 def rejudge(row: dict[str, Any], preset: Preset, draws: int) -> dict[str, Any]:
     """One compare row's choices judged on draws 1..`draws`; draw 0 copied from the row."""
-    import keras
-
-    from benchmarks.judge import config_setup, judge, verdict
+    from benchmarks.judge import verdict
     from stabilizer.config import StabilityConfig
 
     name = row["scenario"]
     setup = scenario_setup(name, preset, Path(tempfile.mkdtemp(prefix=f"noise-{name}-")))
-    steps = preset.judge_factor * preset.probe_steps
-    epochs = preset.judge_factor * preset.evaluations
     configs = {m: row["methods"][m].get("config_dict") for m in METHODS}
     out: dict[str, Any] = {
         "scenario": name, "healthy": row["healthy"],
@@ -114,12 +125,8 @@ def rejudge(row: dict[str, Any], preset: Preset, draws: int) -> dict[str, Any]:
         def judged(config_dict: dict[str, Any]) -> Any:
             key = json.dumps(config_dict, sort_keys=True)
             if key not in cache:  # two methods with one configuration: one training
-                keras.backend.clear_session()
-                config = StabilityConfig.from_dict(config_dict)
-                cache[key] = judge(config_setup(setup.scenario.build_fn, config, setup.settings,
-                                                steps),
-                                   setup.data, steps=steps, epochs=epochs,
-                                   val_data=setup.held_out, seeds=seeds)
+                cache[key] = judge_on(setup, StabilityConfig.from_dict(config_dict), preset,
+                                      seeds)
             return cache[key]
 
         baseline = judged(configs["baseline"] or StabilityConfig().to_dict())

@@ -45,7 +45,7 @@ from benchmarks.compare import (  # noqa: E402
     stabilizer_search,
     write_report,
 )
-from benchmarks.judge_noise import draw_seeds  # noqa: E402
+from benchmarks.judge_noise import draw_seeds, judge_on  # noqa: E402
 
 __all__ = ["stabilizer_budget", "run_scenario", "totals", "render_markdown", "main"]
 
@@ -59,11 +59,11 @@ def stabilizer_budget(preset: Preset, seeds: int) -> int:
 
     The baseline and every trial cost ``seeds * probe_steps`` steps, the LR range tests up
     to ``LR_TESTS * probe_steps``; at the presets' two seeds this is `compare`'s
-    ``trials - 1``.
+    ``trials - 1``. 0 (or less) when the budget pays for no trial on that many seeds.
     """
     per_candidate = seeds * preset.probe_steps
     candidates = (preset.budget_steps - LR_TESTS * preset.probe_steps) // per_candidate
-    return max(1, candidates - 1)
+    return candidates - 1
 
 
 def _verdict_entry(judgement: Any, baseline: Any, healthy: bool) -> dict[str, Any]:
@@ -82,21 +82,15 @@ def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int,
     import keras
     import optuna
 
-    from benchmarks.judge import config_setup, judge
     from stabilizer.config import StabilityConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    steps = preset.judge_factor * preset.probe_steps
-    epochs = preset.judge_factor * preset.evaluations
     start = time.perf_counter()
     base_setup = scenario_setup(name, preset, Path(tempfile.mkdtemp(prefix=f"seeds-{name}-")))
     healthy = base_setup.scenario.healthy
 
     def judged(setup: Any, config: StabilityConfig, draw: int) -> Any:
-        keras.backend.clear_session()
-        return judge(config_setup(setup.scenario.build_fn, config, setup.settings, steps),
-                     setup.data, steps=steps, epochs=epochs, val_data=setup.held_out,
-                     seeds=draw_seeds(draw))
+        return judge_on(setup, config, preset, draw_seeds(draw))
 
     baselines = [judged(base_setup, StabilityConfig(), d) for d in range(draws + 1)]
     budget = stabilizer_budget(preset, seeds)
@@ -202,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--search-seeds={args.search_seeds}: expected integers >= 0")
     names = scenario_names(parser, args)
     preset = PRESETS[args.preset]
-    cost = (stabilizer_budget(preset, args.seeds) + 1) * args.seeds * preset.probe_steps
-    if cost + LR_TESTS * preset.probe_steps > preset.budget_steps:
+    budget = stabilizer_budget(preset, args.seeds)
+    if budget < 1:
         parser.error(f"--seeds={args.seeds}: the {args.preset} budget "
                      f"({preset.budget_steps} steps) pays for no trial on that many seeds")
     code = _code_version()  # at the start: the workers import the tree as it is now
@@ -212,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                                     for name in names], args.jobs)
     report = {"preset_name": args.preset,
               "preset": {**dataclasses.asdict(preset), "budget_steps": preset.budget_steps},
-              "seeds": args.seeds, "budget": stabilizer_budget(preset, args.seeds),
+              "seeds": args.seeds, "budget": budget,
               "search_seeds": list(search_seeds), "code": code, "machine": machine(),
               "command": "python -m benchmarks.seed_count " + " ".join(
                   argv if argv is not None else sys.argv[1:]),
