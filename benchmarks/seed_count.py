@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,20 @@ def stabilizer_budget(preset: Preset, seeds: int) -> int:
     return candidates - 1
 
 
+def _failed_search(search_seed: int, exc: Exception, draws: int) -> dict[str, Any]:
+    """A search that raised: its error kept, and on every draw not repaired.
+
+    As in `benchmarks.compare`, one failing search must not end the run and lose the
+    other scenarios' and search seeds' results.
+    """
+    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"[-3000:]
+    reason = f"the search failed: {type(exc).__name__}: {exc}"[:300]
+    return {"search_seed": search_seed, "config": "search failed", "config_dict": None,
+            "probe_steps": 0, "search_seconds": None, "candidates": 0, "error": error,
+            "draws": [{"repaired": False, "spread": None, "mean_final": None,
+                       "reasons": [reason]} for _ in range(draws + 1)]}
+
+
 def _verdict_entry(judgement: Any, baseline: Any, healthy: bool) -> dict[str, Any]:
     from benchmarks.judge import verdict
 
@@ -102,14 +117,18 @@ def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int,
         setup = scenario_setup(name, searched, Path(tempfile.mkdtemp(
             prefix=f"seeds-{name}-{search_seed}-")))
         keras.backend.clear_session()
-        outcome = stabilizer_search(setup.scenario.build_fn, setup.data, setup.settings,
-                                    setup.root)
-        searches.append({
-            "search_seed": search_seed, "config": outcome.config.describe(),
-            "config_dict": outcome.config.to_dict(), "probe_steps": outcome.steps,
-            "search_seconds": round(outcome.seconds, 1), "candidates": outcome.candidates,
-            "draws": [_verdict_entry(judged(setup, outcome.config, d), baselines[d], healthy)
-                      for d in range(draws + 1)]})
+        try:
+            outcome = stabilizer_search(setup.scenario.build_fn, setup.data, setup.settings,
+                                        setup.root)
+        except Exception as exc:  # recorded and counted as not repaired, never hidden
+            searches.append(_failed_search(search_seed, exc, draws))
+        else:
+            searches.append({
+                "search_seed": search_seed, "config": outcome.config.describe(),
+                "config_dict": outcome.config.to_dict(), "probe_steps": outcome.steps,
+                "search_seconds": round(outcome.seconds, 1), "candidates": outcome.candidates,
+                "draws": [_verdict_entry(judged(setup, outcome.config, d), baselines[d],
+                                         healthy) for d in range(draws + 1)]})
         print(f"[{time.strftime('%H:%M:%S')}] {name} search seed {search_seed}: "
               + "".join("R" if e["repaired"] else "-" for e in searches[-1]["draws"]),
               file=sys.stderr, flush=True)

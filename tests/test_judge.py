@@ -375,6 +375,32 @@ def test_seed_count_searches_on_more_seeds_within_the_budget_and_judges_each_dra
     assert search["draws"][0]["mean_final"] != search["draws"][1]["mean_final"]
 
 
+def test_a_search_that_raises_is_recorded_as_not_repaired_and_the_others_go_on(monkeypatch):
+    from benchmarks import seed_count
+
+    def runs(final):
+        return judge.Judgement([judge.SeedRun(s, 2.3, [1.0, final * (1 + s / 100)], False,
+                                              10, 0.1) for s in range(5)])
+
+    def search(build_fn, data, settings, root):
+        if settings.seed == 0:
+            raise RuntimeError("the user's build_fn broke")
+        return compare.Outcome(StabilityConfig(learning_rate=0.01), 1.0, 40, 3)
+
+    monkeypatch.setattr(seed_count, "stabilizer_search", search)
+    monkeypatch.setattr(seed_count, "judge_on", lambda setup, config, preset, seeds:
+                        runs(2.0 if config.learning_rate is None else 0.5))
+    preset = compare.Preset(probe_steps=10, evaluations=1, trials=5, seeds=1, judge_factor=2)
+    row = seed_count.run_scenario("dying_relu_large_lr", preset, 2, (0, 1), 1)
+    failed, ok = row["searches"]
+    assert "RuntimeError: the user's build_fn broke" in failed["error"]
+    assert [e["repaired"] for e in failed["draws"]] == [False, False]
+    assert "the search failed" in failed["draws"][0]["reasons"][0]
+    assert [e["repaired"] for e in ok["draws"]] == [True, True]
+    t = seed_count.totals([row])
+    assert [c["repaired"] for c in t["cells"]] == [0, 0, 1, 1]
+
+
 def test_seed_count_rejects_bad_arguments(capsys):
     from benchmarks import seed_count
 
