@@ -223,6 +223,11 @@ def lr_range(build_fn: Any, space: Any, settings: Any, data: Any, workdir: Path)
                            "reliable": test.reliable})
 
 
+def failure_text(exc: BaseException) -> str:
+    """A failed search's record: the exception and its traceback's last 3000 characters."""
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"[-3000:]
+
+
 def stabilizer_search(build_fn: Any, data: Any, settings: Any, workdir: Path) -> Outcome:
     """(e): `stabilize()`; also measures the search's own overhead.
 
@@ -343,7 +348,7 @@ def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[
         try:
             outcomes[method] = search()
         except Exception as exc:  # recorded and counted as not repaired, never hidden
-            errors[method] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"[-3000:]
+            errors[method] = failure_text(exc)
     judge_steps = preset.judge_factor * preset.probe_steps
     judge_epochs = preset.judge_factor * preset.evaluations
     judged: dict[str, Any] = {}

@@ -28,7 +28,6 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from benchmarks.compare import (  # noqa: E402
     Preset,
     _code_version,
     add_run_arguments,
+    failure_text,
     machine,
     map_scenarios,
     scenario_names,
@@ -73,10 +73,9 @@ def _failed_search(search_seed: int, exc: Exception, draws: int) -> dict[str, An
     As in `benchmarks.compare`, one failing search must not end the run and lose the
     other scenarios' and search seeds' results.
     """
-    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"[-3000:]
     reason = f"the search failed: {type(exc).__name__}: {exc}"[:300]
     return {"search_seed": search_seed, "config": "search failed", "config_dict": None,
-            "probe_steps": 0, "search_seconds": None, "candidates": 0, "error": error,
+            "probe_steps": 0, "search_seconds": None, "candidates": 0, "error": failure_text(exc),
             "draws": [{"repaired": False, "spread": None, "mean_final": None,
                        "reasons": [reason]} for _ in range(draws + 1)]}
 
