@@ -156,7 +156,15 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _g(value: Any) -> str:
+    """A judged figure; None is what `Judgement.to_dict` writes for +inf (a diverged seed)."""
     return f"{value:.3g}" if isinstance(value, (int, float)) else "inf"
+
+
+def _figures(search: dict[str, Any], key: str) -> str:
+    """One figure per draw, or "n/a" for a search that failed (nothing was judged)."""
+    if search.get("error"):
+        return "n/a"
+    return ", ".join(_g(e[key]) for e in search["draws"])
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -183,8 +191,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for s in row["searches"]:
             marks = "".join("R" if e["repaired"] else "-" for e in s["draws"])
             lines.append(f"| {name} | {s['search_seed']} | {marks} | "
-                         f"{', '.join(_g(e['spread']) for e in s['draws'])} | "
-                         f"{', '.join(_g(e['mean_final']) for e in s['draws'])} | "
+                         f"{_figures(s, 'spread')} | {_figures(s, 'mean_final')} | "
                          f"{s['config']} |")
     return "\n".join(lines)
 

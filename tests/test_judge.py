@@ -399,6 +399,12 @@ def test_a_search_that_raises_is_recorded_as_not_repaired_and_the_others_go_on(m
     assert [e["repaired"] for e in ok["draws"]] == [True, True]
     t = seed_count.totals([row])
     assert [c["repaired"] for c in t["cells"]] == [0, 0, 1, 1]
+    report = {"preset_name": "quick", "seeds": 2, "budget": 1, "code": "abc", "machine": "m",
+              "wall_seconds": 60.0, "scenarios": [row], "totals": t,
+              "preset": {**preset.__dict__, "budget_steps": preset.budget_steps}}
+    text = seed_count.render_markdown(report)  # nothing judged: no figures, not "inf"
+    assert "| dying_relu_large_lr | 0 | -- | n/a | n/a | search failed |" in text
+    assert "| dying_relu_large_lr | 1 | RR | 0.0139, 0.0139 | 0.51, 0.51 |" in text
 
 
 def test_seed_count_rejects_bad_arguments(capsys):
