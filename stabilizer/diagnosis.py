@@ -86,8 +86,11 @@ of training-mode losses over batches of that size.
   range test, whose ramp is shorter than the momentum's memory, can still call
   the rate stable. `focus` caps the learning rate at the user's (unless
   clipping is searched for exploding gradients, which changes what a rate does).
-- ``stalled``: the best validation loss improved on the untrained model's by
-  less than ``min_progress`` (5%). Warning; error when it did not improve.
+- ``stalled``: the best validation loss improved on the untrained model's, or on
+  the chance level's when that is lower (`stabilizer.chance`: the loss of the best
+  constant prediction, e.g. the class frequencies), by less than ``min_progress``
+  (5%). Warning; error when it did not improve. A classifier initialized to be
+  confidently wrong that falls to the uniform prediction has not learned.
 - ``seed_variance``: the standard deviation across seeds of log(validation
   loss), at each evaluation of the later half of the probe, median over those
   evaluations, above ``seed_spread`` (0.15 nats; error above
@@ -483,9 +486,11 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
         turns = float(np.mean(signs[1:] != signs[:-1])) if len(signs) > 1 else 0.0
     initial = trace.initial_val_loss
     vals = [v for v in trace.val_loss if math.isfinite(v)]
+    chance = trace.chance_loss
+    start = min(initial, chance) if math.isfinite(chance) and chance > 0 else initial
     progress = float("nan")
     if math.isfinite(initial) and initial > 0 and vals:
-        progress = 1.0 - min(vals) / initial
+        progress = 1.0 - min(vals) / start
     elif math.isfinite(initial) and initial > 0:
         progress = 0.0
     train_progress = float("nan")
@@ -508,7 +513,8 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
                first_loss_spike_step=int(np.argmax(spikes)) if spikes.any() else -1,
                progress=progress, train_progress=train_progress,
                train_rise=train_rise, val_rise=val_rise,
-               initial_val_loss=float(initial), final_val_loss=float(final),
+               initial_val_loss=float(initial), chance_loss=float(chance),
+               final_val_loss=float(final),
                best_val_loss=min(vals) if vals else float("nan"),
                diverged=bool(trace.diverged or not math.isfinite(final)))
     return out
@@ -1812,15 +1818,21 @@ class _FindingBuilder:
         progress = _median(lo["progress"] for lo in losses)
         if not progress >= th["min_progress"]:
             metrics = self._metric_change()
+            initial = _median(lo["initial_val_loss"] for lo in losses)
+            chance = _median(lo["chance_loss"] for lo in losses)
+            side = (f"only {progress:.1%} below" if progress >= 0 else
+                    f"{-progress:.1%} above" if progress > -1 else f"{1 - progress:.3g}x")
+            start = (f"the chance level {chance:.3g} (the best constant prediction's; the "
+                     f"untrained model starts at {initial:.3g})" if chance < initial
+                     else "the untrained model's")
             self.add("stalled", "training stalled",
                      "error" if not progress > 0 else "warning",
                      {"progress": progress,
                       "train_progress": _median(lo["train_progress"] for lo in losses),
-                      "initial_val_loss": _median(lo["initial_val_loss"] for lo in losses),
+                      "initial_val_loss": initial, "chance_loss": chance,
                       "best_val_loss": _median(lo["best_val_loss"] for lo in losses), **metrics},
                      ["min_progress"],
-                     f"the best validation loss is only {progress:.1%} below the untrained "
-                     "model's")
+                     f"the best validation loss is {side} {start}")
 
     def _rising(self, losses: list[dict[str, Any]]) -> None:
         """`loss_rising`: the validation and the smoothed training loss end far above

@@ -4,8 +4,9 @@ A probe builds the user's model (seeded), applies the candidate, compiles it wit
 the instrumented subclass of the user's optimizer class, attaches the loss
 recorder, and calls the plain `model.fit` for `probe_steps` steps split into
 `evaluations` epochs (one validation pass each), after one validation pass of the
-untrained model (the starting point that progress is measured from). Telemetry is
-read back once at the end (see `stabilizer.telemetry`).
+untrained model (the starting point that progress is measured from, with the
+chance level of `stabilizer.chance` when that is lower). Telemetry is read back
+once at the end (see `stabilizer.telemetry`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import keras
 
+from stabilizer.chance import chance_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
 from stabilizer.errors import (
@@ -143,6 +145,9 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
                                f"{traceback.format_exc()}") from exc
     seconds = time.perf_counter() - start
     trace = read_trace(model, recorder, telemetry, seconds, float(initial["loss"]))
+    if data.kind == "arrays":
+        chance = chance_loss(model, applied.compile_spec.loss, data.y, data.y_val)
+        trace.chance_loss = float("nan") if chance is None else chance
     trace.changes = applied.changes
     trace.not_applied = applied.not_applied
     return trace

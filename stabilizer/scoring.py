@@ -3,8 +3,10 @@
 For each seed of a candidate the probe's trace gives:
 
 - ``final_val_loss``: the validation loss at the end of the probe;
-- ``progress``: ``1 - final_val_loss / initial_val_loss``, where the initial
-  validation loss is measured on the untrained model;
+- ``progress``: ``1 - final_val_loss / start``, where ``start`` is the untrained
+  model's validation loss, or the chance level (`stabilizer.chance`: the loss of the
+  best constant prediction) when that is lower: a classifier initialized to be
+  confidently wrong has not learned anything by falling to the class frequencies;
 - ``oscillation``: in the later half of the probe, the standard deviation (in nats)
   of ``log(loss + floor)`` around its moving average (window ``max(3, n/10)``):
   loss variance and oscillation, scale-free. ``floor`` is 5% of the initial
@@ -129,16 +131,27 @@ def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
     initial = trace.initial_val_loss
     finite = math.isfinite(final) and math.isfinite(initial) and initial > 0
     floor = LOSS_FLOOR * initial if finite else 0.0
+    chance = trace.chance_loss
+    start = min(initial, chance) if math.isfinite(chance) and chance > 0 else initial
     return {
         "diverged": float(trace.diverged or not math.isfinite(final)),
         "initial_val_loss": initial,
+        "chance_loss": chance,
         "final_val_loss": final,
-        "progress": 1.0 - final / initial if finite else float("nan"),
+        "progress": 1.0 - final / start if finite else float("nan"),
         "oscillation": oscillation(trace.loss, floor),
         "spike_rate": spike_rate(trace.loss, floor),
         "explode_rate": explode_rate(trace.grad_norm),
         "vanishing_share": vanishing_share(trace.layer_grad_norm),
     }
+
+
+def _chance_note(per_seed: Sequence[dict[str, float]]) -> str:
+    """Says so when progress was measured from the chance level, not the untrained loss."""
+    chances = [s["chance_loss"] for s in per_seed if math.isfinite(s.get("chance_loss", math.nan))]
+    if not chances or np.median(chances) >= np.median([s["initial_val_loss"] for s in per_seed]):
+        return ""
+    return f"; measured from the chance level {np.median(chances):.3g}, below the untrained loss"
 
 
 def _log_ratio(reference: float, value: float) -> float:
@@ -227,7 +240,8 @@ def score_traces(traces: Sequence[ProbeTrace],
             if values[key] > THRESHOLDS[key]:
                 reasons.append(f"{key}={values[key]:.3g} > {THRESHOLDS[key]:g}")
         if stuck:
-            reasons.append(f"progress={progress:.3g} < {THRESHOLDS['min_progress']:g} (stuck)")
+            reasons.append(f"progress={progress:.3g} < {THRESHOLDS['min_progress']:g} (stuck"
+                           + _chance_note(per_seed) + ")")
         verdict = "stuck" if stuck else ("unstable" if reasons else "stable")
     return ScoreComponents(
         score=float(score), verdict=verdict, reasons=reasons, diverged=diverged,

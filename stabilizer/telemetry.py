@@ -268,6 +268,7 @@ class ProbeTrace:
     not_applied: list[str] = dataclasses.field(default_factory=list)
 
     initial_val_loss: float = float("nan")  # validation loss before the first step
+    chance_loss: float = float("nan")  # the best constant prediction's (`stabilizer.chance`)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -179,6 +179,17 @@ def test_stalled_training():
     assert "val_accuracy_change" in stalled.evidence
 
 
+def test_a_classifier_worse_than_chance_is_stalled_until_it_beats_the_chance_level():
+    # normal(stddev=4) sigmoid layers: confidently wrong from the start (loss ~30 on 10
+    # classes); falling towards the uniform prediction's 2.30 would not be progress.
+    stalled = run("deep_sigmoid_large_init").get("stalled")
+    assert stalled is not None and stalled.severity == "error"
+    ev = stalled.evidence
+    assert ev["chance_loss"] == pytest.approx(math.log(10), abs=0.02)
+    assert ev["initial_val_loss"] > 5 * ev["chance_loss"] and ev["progress"] < 0
+    assert f"is {1 - ev['progress']:.3g}x the chance level 2.3" in stalled.message
+
+
 def test_divergence():
     d = run("relu_lr_one", lr_range=True)
     div = d.get("diverged")

@@ -19,7 +19,8 @@ from stabilizer.scoring import (
 from stabilizer.telemetry import ProbeTrace
 
 
-def trace(loss, *, val=None, grad=None, layers=None, diverged=False, initial=None) -> ProbeTrace:
+def trace(loss, *, val=None, grad=None, layers=None, diverged=False, initial=None,
+          chance=math.nan) -> ProbeTrace:
     loss = np.asarray(loss, float)
     n = len(loss)
     grad = np.ones(n) if grad is None else np.asarray(grad, float)
@@ -28,7 +29,8 @@ def trace(loss, *, val=None, grad=None, layers=None, diverged=False, initial=Non
                       update_ratio=np.full((n, layers.shape[1]), 1e-3), layer_names=["a", "b"],
                       val_loss=list(val if val is not None else [loss[-1]]), val_metrics=[],
                       bn_stats=[], learning_rate=[], diverged=diverged, steps_done=n,
-                      initial_val_loss=loss[0] if initial is None else initial)
+                      initial_val_loss=loss[0] if initial is None else initial,
+                      chance_loss=chance)
 
 
 SMOOTH = np.geomspace(2.0, 0.2, 100)
@@ -65,6 +67,21 @@ def test_flat_loss_is_stuck_not_stable():
     c = score_traces([trace(flat), trace(flat)], reference_loss=2.3)
     assert c.stuck and c.verdict == "stuck"
     assert c.score == pytest.approx(c.quality - WEIGHTS["stuck"])
+
+
+def test_falling_from_worse_than_chance_to_chance_is_stuck_not_progress():
+    # A confidently wrong classifier (untrained loss 20) that ends at the uniform
+    # prediction's 2.30 learned nothing: progress is measured from the chance level.
+    fall = np.geomspace(20.0, 2.30, 100)
+    c = score_traces([trace(fall, chance=2.30), trace(fall, chance=2.30)], reference_loss=20.0)
+    assert c.stuck and c.verdict == "stuck"
+    assert "measured from the chance level 2.3" in c.reasons[-1]
+    learner = score_traces([trace(np.geomspace(20.0, 0.5, 100), chance=2.30)] * 2,
+                           reference_loss=20.0)
+    assert learner.verdict == "stable" and learner.progress == pytest.approx(1 - 0.5 / 2.30)
+    assert learner.score > c.score + WEIGHTS["stuck"] - 1e-9
+    unknown = score_traces([trace(fall), trace(fall)], reference_loss=20.0)  # no chance level
+    assert unknown.verdict == "stable"
 
 
 def test_oscillating_loss_is_penalised_more_than_smooth():
