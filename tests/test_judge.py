@@ -416,3 +416,41 @@ def test_seed_count_rejects_bad_arguments(capsys):
         with pytest.raises(SystemExit) as bad:
             seed_count.main(argv)
         assert bad.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_chance_levels_are_the_constant_predictions_losses_on_the_held_out_data():
+    from benchmarks import chance_levels
+
+    levels = chance_levels.chance_levels(["exploding_rnn_long_sequences", "healthy_mlp_control"])
+    # The adding problem: predicting the mean target scores an MSE of about 1/6.
+    assert 0.14 < levels["exploding_rnn_long_sequences"] < 0.18
+    assert levels["healthy_mlp_control"] == pytest.approx(math.log(10), abs=0.01)
+
+
+def _compare_row(name, healthy, methods):
+    """A compare row: per method, (repaired, judged mean final loss)."""
+    return {"scenario": name, "healthy": healthy,
+            "methods": {m: {"verdict": {"repaired": rep}, "judge": {"mean_final": mean}}
+                        for m, (rep, mean) in methods.items()}}
+
+
+def test_a_repair_that_ends_at_the_chance_level_is_listed_not_counted(tmp_path, capsys):
+    from benchmarks import chance_levels
+
+    levels = {"rnn": 0.16, "mlp": 2.3, "ctl": 2.3}
+    report = {"preset_name": "quick", "code": "abc", "scenarios": [
+        _compare_row("rnn", False, {"baseline": (False, None), "tpe": (True, 0.15),
+                                    "stab": (True, 0.14)}),
+        _compare_row("mlp", False, {"tpe": (True, 0.2), "stab": (False, 0.1)}),
+        _compare_row("ctl", True, {"tpe": (True, 2.29), "stab": (True, 2.29)})]}
+    read = chance_levels.read_report(report, levels)
+    assert set(read["methods"]) == {"tpe", "stab"}  # the baseline is not a method here
+    tpe, stab = read["methods"]["tpe"], read["methods"]["stab"]
+    assert (tpe["repaired"], tpe["beyond_chance"]) == (2, 1)  # 0.15 is not 10% below 0.16
+    assert tpe["at_chance"] == [{"scenario": "rnn", "mean_final": 0.15, "chance": 0.16}]
+    assert (stab["repaired"], stab["beyond_chance"], stab["at_chance"]) == (1, 1, [])
+    text = chance_levels.render_markdown(levels, {"r.json": read})
+    assert "| r.json | tpe | 2 | 1 | rnn 0.15 vs 0.16 |" in text
+    with pytest.raises(SystemExit) as bad:
+        chance_levels.main([str(tmp_path / "missing.json")])
+    assert bad.value.code == 2 and "missing.json: no such compare report" in capsys.readouterr().err
