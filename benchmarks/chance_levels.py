@@ -7,8 +7,9 @@ the untrained model is far worse than chance (a ReLU IRNN whose untrained loss s
 predict the mean. This script computes each zoo scenario's **chance level** on the
 judge's held-out data (`stabilizer.chance`: the best constant prediction, fitted on the
 search data and scored with the scenario's own loss) and, for every compare report it
-is given, counts the repairs whose mean final held-out loss is also `LEARNING_FRACTION`
-below that level, and lists the others.
+is given (or `benchmarks.judge_noise` report: every draw it holds), counts the repairs
+whose mean final held-out loss is also `LEARNING_FRACTION` below that level, and lists
+the others.
 
 A reading, not a verdict: the judge's thresholds were fixed before any result was seen
 (`benchmarks/judge.py`) and its repair counts stay what they are. Nothing is trained;
@@ -17,6 +18,7 @@ the models are only built (for their output shape and loss).
 Usage (from the repository root)::
 
     python -m benchmarks.chance_levels benchmarks/results/compare_*.json
+    python -m benchmarks.chance_levels benchmarks/results/judge_noise_full*.json
 
 Prints a Markdown table and writes ``chance_levels.json`` and ``.md`` to ``--out``
 (default ``benchmarks/results``).
@@ -60,8 +62,20 @@ def beats_chance(mean_final: float | None, level: float | None) -> bool:
     return mean_final is not None and mean_final <= (1 - LEARNING_FRACTION) * level
 
 
+def _verdicts(entry: Any) -> list[tuple[bool, float | None]]:
+    """(repaired, judged mean final loss) per judge draw of one method on one scenario.
+
+    A compare report has one draw (a dict with its verdict and judgement); a
+    `benchmarks.judge_noise` report a list of draws.
+    """
+    if isinstance(entry, list):
+        return [(bool(d["repaired"]), d.get("mean_final")) for d in entry]
+    return [(bool(entry["verdict"]["repaired"]), (entry.get("judge") or {}).get("mean_final"))]
+
+
 def read_report(report: dict[str, Any], levels: dict[str, float | None]) -> dict[str, Any]:
-    """One compare report: per method, its repairs and those that also beat chance."""
+    """One compare or judge_noise report: per method, its repairs (over every draw it
+    holds) and those that also beat chance."""
     methods: dict[str, dict[str, Any]] = {}
     for row in report["scenarios"]:
         if row["healthy"]:
@@ -72,15 +86,15 @@ def read_report(report: dict[str, Any], levels: dict[str, float | None]) -> dict
                 continue
             counts = methods.setdefault(method, {"repaired": 0, "beyond_chance": 0,
                                                  "at_chance": []})
-            if not entry["verdict"]["repaired"]:
-                continue
-            counts["repaired"] += 1
-            mean = (entry.get("judge") or {}).get("mean_final")
-            if beats_chance(mean, level):
-                counts["beyond_chance"] += 1
-            else:
-                counts["at_chance"].append({"scenario": row["scenario"], "mean_final": mean,
-                                            "chance": level})
+            for repaired, mean in _verdicts(entry):
+                if not repaired:
+                    continue
+                counts["repaired"] += 1
+                if beats_chance(mean, level):
+                    counts["beyond_chance"] += 1
+                else:
+                    counts["at_chance"].append({"scenario": row["scenario"], "mean_final": mean,
+                                                "chance": level})
     preset = report.get("preset", {})
     return {"preset": report.get("preset_name"), "search_seed": preset.get("search_seed", 0),
             "code": report.get("code"), "methods": methods}
@@ -112,26 +126,25 @@ def _g(value: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chance_levels",
                                      description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("reports", nargs="+", help="compare reports (their JSON)")
+    parser.add_argument("reports", nargs="+", help="compare or judge_noise reports (JSON)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON and Markdown")
     args = parser.parse_args(argv)
     loaded = {}
     for path in map(Path, args.reports):
         if not path.is_file():
-            parser.error(f"{path}: no such compare report")
+            parser.error(f"{path}: no such report")
         try:
             loaded[path.name] = json.loads(path.read_text())
             loaded[path.name]["scenarios"]
         except (ValueError, KeyError, TypeError):
             parser.error(f"{path}: not a compare report (expected the JSON that "
-                         "`python -m benchmarks.compare` writes)")
+                         "`python -m benchmarks.compare` or `benchmarks.judge_noise` writes)")
     levels = chance_levels()
     reports = {name: read_report(r, levels) for name, r in loaded.items()}
     markdown = render_markdown(levels, reports)
     write_report(args.out, "chance_levels", {"machine": machine(), "code": _code_version(),
                                              "levels": levels, "reports": reports}, markdown,
-                 heading="`python -m benchmarks.chance_levels " + " ".join(
-                     Path(p).name for p in args.reports) + "`")
+                 heading="`python -m benchmarks.chance_levels " + " ".join(args.reports) + "`")
     print(markdown)
     return 0
 

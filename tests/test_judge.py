@@ -453,4 +453,10 @@ def test_a_repair_that_ends_at_the_chance_level_is_listed_not_counted(tmp_path, 
     assert "| r.json | tpe | 2 | 1 | rnn 0.15 vs 0.16 |" in text
     with pytest.raises(SystemExit) as bad:
         chance_levels.main([str(tmp_path / "missing.json")])
-    assert bad.value.code == 2 and "missing.json: no such compare report" in capsys.readouterr().err
+    assert bad.value.code == 2 and "missing.json: no such report" in capsys.readouterr().err
+    # A judge_noise report: every draw counts.
+    draws = {"scenarios": [{"scenario": "rnn", "healthy": False, "methods": {"tpe": [
+        {"repaired": True, "mean_final": 0.1}, {"repaired": True, "mean_final": 0.16},
+        {"repaired": False, "mean_final": 0.1}]}}]}
+    tpe = chance_levels.read_report(draws, levels)["methods"]["tpe"]
+    assert (tpe["repaired"], tpe["beyond_chance"], len(tpe["at_chance"])) == (2, 1, 1)
