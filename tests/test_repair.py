@@ -12,6 +12,12 @@ NaN/Inf or exceeded `divergence_factor` (10) times its first loss at any step
 spread is the std of log(final validation loss + floor), floor = 5% of the
 untrained validation loss; a set of runs with a diverged one has infinite spread.
 
+"Stable" includes learning: the chosen configuration's validation loss must end
+5% below the chance level (the best constant prediction's) where that is lower than
+the untrained loss. Until f2c2790 the deep sigmoid's search chose a configuration
+that ended at the uniform prediction's 2.306 (every trial did but one), which these
+checks passed: the baseline, confidently wrong, retrains to a far higher loss.
+
 BatchNorm at batch size 2 was a known gap until 598a72c: one of the three fresh
 seeds settled at a validation loss of 0.10 where the others reached 0.035-0.046
 (spread 0.154 against the slowly-learning baseline's 0.084), and the spread
