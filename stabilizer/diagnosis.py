@@ -486,11 +486,9 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
         turns = float(np.mean(signs[1:] != signs[:-1])) if len(signs) > 1 else 0.0
     initial = trace.initial_val_loss
     vals = [v for v in trace.val_loss if math.isfinite(v)]
-    chance = trace.chance_loss
-    start = min(initial, chance) if math.isfinite(chance) and chance > 0 else initial
     progress = float("nan")
     if math.isfinite(initial) and initial > 0 and vals:
-        progress = 1.0 - min(vals) / start
+        progress = 1.0 - min(vals) / trace.progress_start
     elif math.isfinite(initial) and initial > 0:
         progress = 0.0
     train_progress = float("nan")
@@ -513,7 +511,7 @@ def loss_stats(trace: ProbeTrace, thresholds: dict[str, float] | None = None,
                first_loss_spike_step=int(np.argmax(spikes)) if spikes.any() else -1,
                progress=progress, train_progress=train_progress,
                train_rise=train_rise, val_rise=val_rise,
-               initial_val_loss=float(initial), chance_loss=float(chance),
+               initial_val_loss=float(initial), chance_loss=float(trace.chance_loss),
                final_val_loss=float(final),
                best_val_loss=min(vals) if vals else float("nan"),
                diverged=bool(trace.diverged or not math.isfinite(final)))

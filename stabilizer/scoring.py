@@ -131,14 +131,12 @@ def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
     initial = trace.initial_val_loss
     finite = math.isfinite(final) and math.isfinite(initial) and initial > 0
     floor = LOSS_FLOOR * initial if finite else 0.0
-    chance = trace.chance_loss
-    start = min(initial, chance) if math.isfinite(chance) and chance > 0 else initial
     return {
         "diverged": float(trace.diverged or not math.isfinite(final)),
         "initial_val_loss": initial,
-        "chance_loss": chance,
+        "chance_loss": trace.chance_loss,
         "final_val_loss": final,
-        "progress": 1.0 - final / start if finite else float("nan"),
+        "progress": 1.0 - final / trace.progress_start if finite else float("nan"),
         "oscillation": oscillation(trace.loss, floor),
         "spike_rate": spike_rate(trace.loss, floor),
         "explode_rate": explode_rate(trace.grad_norm),

@@ -22,6 +22,7 @@ Three pieces, all through Keras' own extension points:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any
 
@@ -269,6 +270,15 @@ class ProbeTrace:
 
     initial_val_loss: float = float("nan")  # validation loss before the first step
     chance_loss: float = float("nan")  # the best constant prediction's (`stabilizer.chance`)
+
+    @property
+    def progress_start(self) -> float:
+        """The loss progress is measured from: the untrained model's, or the chance level
+        when that is known and lower (see `stabilizer.chance`)."""
+        chance = self.chance_loss
+        if math.isfinite(chance) and chance > 0:
+            return min(self.initial_val_loss, chance)
+        return self.initial_val_loss
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
