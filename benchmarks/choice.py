@@ -81,7 +81,7 @@ def judge_trials(name: str, preset: Preset) -> dict[str, Any]:
 
     def judged(config: StabilityConfig) -> Any:
         keras.backend.clear_session()
-        return judge(config_setup(scenario.build_fn, config, settings, steps), data,
+        return judge(config_setup(scenario.build_fn, config, settings, steps, data.y), data,
                      steps=steps, epochs=epochs, val_data=held_out)
 
     baseline = judged(StabilityConfig())

@@ -137,7 +137,8 @@ def _plain_score(build_fn: Any, config: Any, settings: Any, data: Any) -> tuple[
     from benchmarks.judge import config_setup, train_seeds
     from stabilizer.probe import probe_seeds
 
-    runs = train_seeds(config_setup(build_fn, config, settings, settings.probe_steps), data,
+    runs = train_seeds(config_setup(build_fn, config, settings, settings.probe_steps,
+                                   data.y), data,
                        probe_seeds(settings), steps=settings.probe_steps,
                        epochs=settings.evaluations, divergence_factor=math.inf)
     finals = [r.final_loss for r in runs]
@@ -359,7 +360,7 @@ def run_scenario(name: str, preset: Preset, workdir: str | None = None) -> dict[
             judged[method] = cache[key]
             continue
         factory = result_setup(outcome.result, judge_steps) if outcome.result is not None \
-            else config_setup(scenario.build_fn, outcome.config, settings, judge_steps)
+            else config_setup(scenario.build_fn, outcome.config, settings, judge_steps, data.y)
         judged[method] = cache[key] = judge(factory, data, steps=judge_steps,
                                             epochs=judge_epochs, val_data=held_out)
     baseline = judged["baseline"]

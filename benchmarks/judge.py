@@ -111,13 +111,14 @@ SetupFactory = Callable[[int], TrainingSetup]
 
 
 def config_setup(build_fn: Callable[..., Any], config: StabilityConfig, settings: SearchConfig,
-                 total_steps: int) -> SetupFactory:
+                 total_steps: int, targets: Any = None) -> SetupFactory:
     """A factory training `build_fn`'s model under `config` for `total_steps` steps.
 
     The same path `StabilityResult.build_model` and `fit_kwargs` take: the
     configuration applied to the user's model, the user's optimizer class with the
     configuration's learning rate, schedule (spanning `total_steps`) and clipping,
-    and ReduceLROnPlateau for the plateau schedule.
+    and ReduceLROnPlateau for the plateau schedule. `targets` (the training labels)
+    set the output bias of `output_bias="chance"`.
     """
     fn, uses_hp = resolve_build_fn(build_fn)
     if uses_hp:
@@ -125,7 +126,7 @@ def config_setup(build_fn: Callable[..., Any], config: StabilityConfig, settings
 
     def factory(seed: int) -> TrainingSetup:
         keras.utils.set_random_seed(seed)
-        applied = apply_config(call_build_fn(fn), config, settings)
+        applied = apply_config(call_build_fn(fn), config, settings, targets)
         optimizer = make_optimizer(applied.compile_spec, config, total_steps)
         model = compile_model(applied, optimizer)
         callbacks = []

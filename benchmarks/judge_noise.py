@@ -79,7 +79,8 @@ def judge_on(setup: Any, config: Any, preset: Preset, seeds: tuple[int, ...]) ->
 
     keras.backend.clear_session()
     steps = preset.judge_factor * preset.probe_steps
-    return judge(config_setup(setup.scenario.build_fn, config, setup.settings, steps),
+    return judge(config_setup(setup.scenario.build_fn, config, setup.settings, steps,
+                              setup.data.y),
                  setup.data, steps=steps, epochs=preset.judge_factor * preset.evaluations,
                  val_data=setup.held_out, seeds=seeds)
 

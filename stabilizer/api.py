@@ -118,7 +118,8 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
-            result = _result(records, baseline, before, settings, space, driver, build_fn)
+            result = _result(records, baseline, before, settings, space, driver, build_fn,
+                             probe_data)
             if diagnose_after and settings.diagnose and settings.diagnose_after:
                 result.after = _after(driver, result, build_fn, probe_data)
                 raise_if_interrupted()
@@ -126,7 +127,8 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
         partial, done = None, []
         if baseline is not None:
             done = getattr(driver, "records", lambda: [])()
-            partial = _result(done, baseline, before, settings, space, driver, build_fn)
+            partial = _result(done, baseline, before, settings, space, driver, build_fn,
+                              probe_data)
         finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
         raise SearchInterrupted(
             f"search interrupted; {finished} finished trials kept in study "
@@ -150,11 +152,12 @@ def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
 
 def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,
             settings: SearchConfig, space: SearchSpace, driver: BaseDriver,
-            build_fn: Callable[..., Any]) -> StabilityResult:
+            build_fn: Callable[..., Any], data: ProbeData) -> StabilityResult:
     return StabilityResult(
         best=_choose_best(records, baseline), baseline=baseline, trials=records,
         settings=settings, space_name=space.name, study_name=settings.study_name,
         storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
+        targets=data.y if data.kind == "arrays" else None,
         focus_notes=before.focus_notes(space) if before is not None else [])
 
 

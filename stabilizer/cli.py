@@ -280,7 +280,9 @@ def load_result(study_name: str, storage: str) -> Any:
     The baseline comes from the study's ``baseline`` attribute, the trials from
     `records_from_study`, the settings from the ``run_config`` attribute the CLI
     stores (defaults when the study was made by the Python API). `build_fn` is
-    not known: set ``result.build_fn`` before calling `build_model()`.
+    not known: set ``result.build_fn`` before calling `build_model()` (and
+    ``result.targets``, the training labels, when the best configuration sets
+    ``output_bias: chance``).
     """
     import optuna
 

@@ -2,7 +2,8 @@
 
 `StabilityConfig` is one point of the search space: what the stabilizer changes in
 the user's training (initializer, learning rate and schedule, clipping, batch size,
-BatchNormalization momentum and epsilon, or group/layer normalization in its place).
+BatchNormalization momentum and epsilon, or group/layer normalization in its place, and
+the output layer's initial bias).
 `SearchConfig` holds the settings of a search (budget, seeds, storage, ...). Both are
 plain dataclasses that validate on construction, round-trip through dicts and YAML,
 and reject unknown keys by name, so the Python API, the YAML file and the CLI all
@@ -30,6 +31,7 @@ __all__ = [
     "LR_SCHEDULES",
     "CLIPPING_MODES",
     "NORMALIZATIONS",
+    "OUTPUT_BIASES",
 ]
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
@@ -44,6 +46,10 @@ CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
 #: "layer" replace them by GroupNormalization / LayerNormalization, which do not depend
 #: on the batch and so suit batch sizes of 2-16.
 NORMALIZATIONS = ("keep", "batch", "group", "layer")
+#: "chance" starts the output layer's bias at the best constant prediction of the training
+#: targets (their mean for a regression, the class log-frequencies for a softmax), so the
+#: untrained model is not far off the targets' scale (`stabilizer.chance.output_bias`).
+OUTPUT_BIASES = ("keep", "chance")
 
 _T = TypeVar("_T")
 
@@ -166,9 +172,13 @@ class StabilityConfig(_YamlMixin):
     normalization: str = _field(
         "keep", "'keep' or 'batch' leave BatchNormalization layers; 'group' or 'layer' replace "
         "them by GroupNormalization / LayerNormalization (batch-independent, for small batches)")
+    output_bias: str = _field(
+        "keep", "'keep' or 'chance': the output layer's bias starts at the best constant "
+        "prediction of the training targets (their mean; the class log-frequencies)")
 
     def __post_init__(self) -> None:
         check_initializer("initializer", self.initializer)
+        _choice("output_bias", self.output_bias, OUTPUT_BIASES)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("clipping", self.clipping, CLIPPING_MODES)
         _choice("normalization", self.normalization, NORMALIZATIONS)

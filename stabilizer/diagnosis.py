@@ -141,6 +141,16 @@ otherwise); its running product over the layers is the signal's variance drift.
   or Constant kernels whose gain is above ``large_init_gain`` (10; the
   pre-activation scale grows more than 3x per layer), or whose drift leaves
   [1/``init_drift``, ``init_drift``]. Warning.
+- ``output_offset``: the untrained model's loss on the validation sample is at
+  least ``output_offset`` (2) times what it is with the output layer's bias at the
+  best constant prediction of the training targets (`stabilizer.chance.output_bias`:
+  their mean for a regression, the class log-frequencies for a softmax): most of the
+  starting loss is the outputs' offset from the targets' scale (unscaled regression
+  targets), which the first large steps then spend on. Warning; `focus` sets
+  ``output_bias: chance`` on every trial (first, where the space searches it).
+  Checked on the first seed's untrained model, for
+  in-memory data and a single Dense-like output layer with a linear, softmax or
+  sigmoid output.
 
 Learning rate (`lr_range_test`: the largest rate before the loss blows up):
 
@@ -178,6 +188,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from stabilizer.chance import output_bias, output_layer
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.errors import ConfigError
@@ -189,6 +200,8 @@ from stabilizer.lr_range import (
 )
 from stabilizer.model import (
     activation_family,
+    apply_config,
+    call_build_fn,
     is_recurrent,
     layer_activations,
     replay_hyperparameters,
@@ -247,6 +260,7 @@ THRESHOLDS: dict[str, float] = {
     "bn_init_weight": 0.1,
     "init_drift": 100.0,
     "large_init_gain": 10.0,
+    "output_offset": 2.0,
     "lr_margin": 1.0,
 }
 
@@ -281,6 +295,7 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "init_mismatch": ("initializer",),
     "large_init": ("initializer",),
     "small_init": ("initializer",),
+    "output_offset": ("output_bias", "learning_rate"),
     "lr_too_high": ("learning_rate", "lr_schedule"),
     "not_checked": (),
 }
@@ -1317,7 +1332,7 @@ class Diagnosis:
         params: dict[str, Any] = {
             "learning_rate": min(max(self.lr_range.suggested_lr, dim.low), dim.high)}
         plain = {"initializer": "keep", "clipping": "none", "lr_schedule": "constant",
-                 "normalization": "keep", "batch_size": self.batch_size}
+                 "normalization": "keep", "output_bias": "keep", "batch_size": self.batch_size}
         for key, value in plain.items():
             choice = focused.dimensions.get(key)
             if isinstance(choice, Choice) and len(choice.values) > 1 and value in choice.values:
@@ -1424,6 +1439,19 @@ class Diagnosis:
                               ("group", "layer", "keep", "batch"))
                 dims["normalization"] = Choice(tuple(norms))
                 notes.append(f"normalization: {', '.join(norms)}")
+        # The output bias at the best constant when the offset is most of the untrained
+        # loss: on every trial, unless the space searches it (then first) or fixes it.
+        if "output_offset" in active and not isinstance(current.get("output_bias"), Fixed):
+            offered = current.get("output_bias")
+            if isinstance(offered, Choice):
+                biases = first(list(offered.values), ("chance", "keep"))
+                if "chance" not in biases:
+                    biases.insert(0, "chance")
+                dims["output_bias"] = Choice(tuple(biases))
+            else:
+                biases = ["chance"]
+                dims["output_bias"] = Fixed("chance")
+            notes.append(f"output_bias: {', '.join(biases)} (output_offset)")
         if active & {"bn_unsettled", "bn_mode_gap"}:
             dim = current.get("bn_momentum")
             if isinstance(dim, FloatRange):
@@ -1553,6 +1581,11 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     builder = _FindingBuilder(th, traces, monitors, plan, actual_batch, steps, user_lr,
                               lr_result, settings)
     findings = builder.build()
+    offset = check_output_offset(fn, hp, candidate, settings, probe_data, seed_list[0],
+                                 sample, th)
+    if offset is not None:
+        findings.append(offset)
+        findings.sort(key=lambda f: (-_RANK[f.severity], _ORDER.index(f.code)))
     repair = repair_for(findings, candidate) if lr_range is True else {}
     repaired: LRRangeResult | None = None
     if repair:
@@ -1568,6 +1601,62 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
         lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
         repaired_lr_range=repaired, repair=repair if repaired is not None else {},
         hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
+
+
+def check_output_offset(fn: Callable[..., Any], hp: Any, candidate: StabilityConfig,
+                        settings: SearchConfig, data: ProbeData, seed: int,
+                        sample: tuple[Any, Any] | None,
+                        thresholds: dict[str, float]) -> Finding | None:
+    """`output_offset` (module docstring), or None when absent or not checkable.
+
+    Builds the candidate's untrained model on `seed` and compares its loss on the
+    validation sample with the loss under the output bias `output_bias="chance"`
+    would set.
+    """
+    if sample is None or sample[1] is None or data.kind != "arrays":
+        return None
+    keras.utils.set_random_seed(seed)
+    applied = apply_config(call_build_fn(fn, hp), candidate, settings, data.y)
+    model = applied.model
+    found = output_bias(model, applied.compile_spec.loss, data.y)
+    loss = keras.losses.get(applied.compile_spec.loss) \
+        if isinstance(applied.compile_spec.loss, str) else applied.compile_spec.loss
+    if isinstance(found, str) or not callable(loss):
+        return None
+    layer, bias = found
+    x, y = sample
+
+    def sample_loss() -> tuple[float, float]:
+        prediction = ops.convert_to_numpy(_in_chunks(model, x, 256)).astype(np.float64)
+        target = np.asarray(y)
+        if prediction.ndim == target.ndim + 1 and prediction.shape[-1] == 1:
+            target = target[..., None]
+        value = float(ops.convert_to_numpy(ops.mean(loss(target, prediction))))
+        return value, float(prediction.mean())
+
+    try:
+        before, output_mean = sample_loss()
+        layer.bias.assign(bias)
+        after, _ = sample_loss()
+    except Exception:  # a loss that needs more than (y, y_pred): not checked
+        return None
+    limit = thresholds["output_offset"]
+    if not (math.isfinite(before) and after > 0 and before >= limit * after):
+        return None
+    evidence = {"initial_loss": before, "offset_loss": after, "ratio": before / after,
+                "samples": len(x)}
+    means = ""
+    if output_layer(model)[1] == "linear":  # a regression: the offset in the targets' units
+        evidence["output_mean"] = output_mean
+        evidence["target_mean"] = float(np.mean(np.asarray(data.y, dtype=np.float64)))
+        means = f"; mean output {output_mean:.3g}, mean target {evidence['target_mean']:.3g}"
+    return Finding(
+        "output_offset", "outputs start far from the targets", "warning", evidence,
+        {"output_offset": limit}, _dims("output_offset"),
+        f"the untrained model's loss is {before / after:.3g}x what it is with the output "
+        f"layer's bias at the best constant prediction ({before:.3g} against {after:.3g} on "
+        f"{len(x)} validation samples{means}): most of the starting loss is the outputs' "
+        "offset", [layer.name])
 
 
 def repair_for(findings: Iterable[Finding], candidate: StabilityConfig) -> dict[str, Any]:

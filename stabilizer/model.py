@@ -16,6 +16,8 @@ mean squared error of 13-2480 over five seeds under He, 0.8-13 under Glorot).
 `initializer="auto"` also resets a negative constant bias initializer to zeros on
 ReLU-family layers: a bias of -0.5 switches most units off before the first step
 (dead ReLUs), which no kernel initializer can repair.
+`output_bias="chance"` sets the output layer's bias to the best constant prediction
+of the training targets (`stabilizer.chance.output_bias`), after the clone.
 `AppliedModel.changes` lists what was changed on which layer, and a requested
 change that reached no layer is listed in `AppliedModel.not_applied`: nothing
 is silently skipped.
@@ -41,6 +43,7 @@ from typing import Any
 
 import keras
 
+from stabilizer.chance import output_bias
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError, ModelError, ProbeFailedError, StabilizerError
 
@@ -234,9 +237,13 @@ def _kills_units(config: StabilityConfig, bias_init: Any, activation: str) -> bo
     return isinstance(value, (int, float)) and value < 0
 
 
-def apply_config(model: keras.Model, config: StabilityConfig,
-                 settings: SearchConfig) -> AppliedModel:
-    """Apply initializers, BatchNormalization settings and normalization; keep compile args."""
+def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchConfig,
+                 targets: Any = None) -> AppliedModel:
+    """Apply initializers, BatchNormalization settings and normalization; keep compile args.
+
+    `targets` (the training labels, an array) is what `output_bias="chance"` sets the
+    output layer's bias from; without them that change is listed in `not_applied`.
+    """
     spec = CompileSpec.from_model(model, settings)
     activations = layer_activations(model)
     has_bn = any(isinstance(layer, keras.layers.BatchNormalization)
@@ -320,7 +327,23 @@ def apply_config(model: keras.Model, config: StabilityConfig,
         not_applied.append(f"normalization={config.normalization}: BatchNormalization layers "
                            "can only be replaced in Sequential and Functional models (rebuilt "
                            "with keras.models.clone_model); this model kept them")
+    if config.output_bias == "chance":
+        _set_output_bias(model, spec.loss, targets, changes, not_applied)
     return AppliedModel(model, spec, cloned, changes, not_applied)
+
+
+def _set_output_bias(model: keras.Model, loss: Any, targets: Any, changes: list[str],
+                     not_applied: list[str]) -> None:
+    """`output_bias="chance"`: the output layer's bias at the best constant prediction."""
+    found = output_bias(model, loss, targets) if targets is not None else \
+        "the training targets were not given (data that is not in memory)"
+    if isinstance(found, str):
+        not_applied.append(f"output_bias=chance: {found}")
+        return
+    layer, bias = found
+    layer.bias.assign(bias)
+    shown = ", ".join(f"{v:.4g}" for v in bias[:3]) + (", ..." if bias.size > 3 else "")
+    changes.append(f"{layer.name}: bias=[{shown}] (the best constant prediction)")
 
 
 def _keep_weights(original: keras.Model, clone: keras.Model,

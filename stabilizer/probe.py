@@ -114,7 +114,8 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
     # after an out-of-memory error, when freeing memory matters.
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
-    applied = apply_config(call_build_fn(build_fn, hp), config, settings)
+    applied = apply_config(call_build_fn(build_fn, hp), config, settings,
+                           data.y if data.kind == "arrays" else None)
     optimizer = make_optimizer(applied.compile_spec, config, plan.total_steps,
                                instrumented_optimizer_class(type(applied.compile_spec.optimizer)))
     optimizer.stab_capacity = plan.total_steps

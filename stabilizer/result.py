@@ -15,6 +15,7 @@ import keras
 
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.drivers._base import TrialRecord
+from stabilizer.errors import ConfigError
 from stabilizer.model import (
     AppliedModel,
     apply_config,
@@ -76,6 +77,8 @@ class StabilityResult:
     diagnosis: Diagnosis | None = dataclasses.field(default=None, repr=False)
     after: Diagnosis | None = dataclasses.field(default=None, repr=False)
     focus_notes: list[str] = dataclasses.field(default_factory=list)
+    #: the training labels, for `output_bias="chance"` (None: set them before `build_model`)
+    targets: Any = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.trials = TrialTable(self.trials)
@@ -135,7 +138,12 @@ class StabilityResult:
         assert self.build_fn is not None
         fn, uses_hp = resolve_build_fn(self.build_fn)
         hp = replay_hyperparameters(self.best.user_params) if uses_hp else None
-        return apply_config(call_build_fn(fn, hp), self.best_config, self.settings)
+        if self.best_config.output_bias == "chance" and self.targets is None:
+            raise ConfigError("the best configuration sets output_bias='chance', which needs "
+                              "the training labels: set result.targets = y_train (as an "
+                              "array) before calling build_model()")
+        return apply_config(call_build_fn(fn, hp), self.best_config, self.settings,
+                            self.targets)
 
     # -- before / after ------------------------------------------------------------
     def before_after(self) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from stabilizer.config import (
     CLIPPING_MODES,
     LR_SCHEDULES,
     NORMALIZATIONS,
+    OUTPUT_BIASES,
     StabilityConfig,
     check_initializer,
 )
@@ -103,7 +104,8 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "bn_momentum": (0.0, 1.0),
     "bn_epsilon": (0.0, 1.0),
 }
-_CATEGORICAL = ("initializer", "lr_schedule", "clipping", "batch_size", "normalization")
+_CATEGORICAL = ("initializer", "lr_schedule", "clipping", "batch_size", "normalization",
+                "output_bias")
 DIMENSIONS = tuple(f.name for f in dataclasses.fields(StabilityConfig))
 
 # A conditional dimension is sampled only when its parent takes one of these values.
@@ -218,6 +220,9 @@ def _check_value(key: str, value: Any, where: str) -> None:
     elif key == "normalization" and value not in NORMALIZATIONS:
         raise ConfigError(f"{at}: {value!r} is not a normalization; expected one of "
                           f"{', '.join(NORMALIZATIONS)}")
+    elif key == "output_bias" and value not in OUTPUT_BIASES:
+        raise ConfigError(f"{at}: {value!r} is not an output bias; expected one of "
+                          f"{', '.join(OUTPUT_BIASES)}")
     elif key == "batch_size":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{at}: batch_size={value!r}: expected an integer >= 1")
