@@ -35,14 +35,15 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["chance_loss", "constant_predictions", "output_bias", "output_layer"]
+__all__ = ["chance_loss", "constant_predictions", "output_bias", "output_layer", "resolve_loss"]
 
 #: Validation labels scored (the first ones): the figure is a mean, and this bounds its memory.
 MAX_SAMPLES = 10_000
 _EPS = 1e-7
 
 
-def _resolve_loss(loss: Any) -> Any:
+def resolve_loss(loss: Any) -> Any:
+    """The loss function of a name, function or `Loss` object; None for anything else."""
     if isinstance(loss, str):
         try:
             return keras.losses.get(loss)
@@ -79,31 +80,40 @@ def constant_predictions(y_train: np.ndarray, output_shape: tuple[int, ...]) -> 
     return out
 
 
+def _scores(fn: Any, y: Any, shape: tuple[int, ...],
+            predictions: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+    """(prediction, mean `fn` loss on the first `MAX_SAMPLES` of `y`) for each constant
+    prediction the loss accepts with a finite value."""
+    y = np.asarray(y)[:MAX_SAMPLES]
+    if y.ndim == 1 and shape == (1,):  # (n,) labels for a one-unit output, as fit takes
+        y = y[:, None]
+    scored = []
+    for prediction in predictions:
+        tiled = np.broadcast_to(prediction, (len(y), *shape)).astype("float32")
+        try:
+            value = float(keras.ops.convert_to_numpy(keras.ops.mean(fn(y, tiled))))
+        except Exception:  # a loss that rejects this shape or dtype: not a candidate
+            continue
+        if math.isfinite(value):
+            scored.append((prediction, value))
+    return scored
+
+
 def chance_loss(model: keras.Model, loss: Any, y_train: Any, y_val: Any) -> float | None:
     """The validation loss of the best constant prediction of `model`'s output, or None.
 
     `loss` is the user's compiled loss (a name, a function or a `keras.losses.Loss`);
     `y_train` and `y_val` the labels as arrays (None when the data is a pipeline).
     """
-    fn = _resolve_loss(loss)
+    fn = resolve_loss(loss)
     outputs = getattr(model, "outputs", None) or []
     if fn is None or y_train is None or y_val is None or len(outputs) != 1:
         return None
     shape = tuple(outputs[0].shape[1:])
     if not shape or any(d is None for d in shape):
         return None
-    y_val = np.asarray(y_val)[:MAX_SAMPLES]
-    if y_val.ndim == 1 and shape == (1,):  # (n,) labels for a one-unit output, as fit takes
-        y_val = y_val[:, None]
-    best = math.inf
-    for prediction in constant_predictions(np.asarray(y_train), shape):
-        tiled = np.broadcast_to(prediction, (len(y_val), *shape)).astype("float32")
-        try:
-            value = float(keras.ops.convert_to_numpy(keras.ops.mean(fn(y_val, tiled))))
-        except Exception:  # a loss that rejects this shape or dtype: not a candidate
-            continue
-        if math.isfinite(value):
-            best = min(best, value)
+    scores = _scores(fn, y_val, shape, constant_predictions(np.asarray(y_train), shape))
+    best = min((value for _, value in scores), default=math.inf)
     # Progress is a ratio to this level: only a positive one can be measured from.
     return best if math.isfinite(best) and best > 0 else None
 
@@ -134,7 +144,8 @@ def output_layer(model: keras.Model) -> tuple[keras.layers.Layer, str] | str:
         source = getattr(getattr(layer, "input", None), "_keras_history", None)
         layer = source[0] if source else None
         if _activation(layer) != "linear":
-            return f"output activation after {getattr(layer, 'name', layer)!r} is not linear"
+            return (f"the layer {getattr(layer, 'name', layer)!r} before the final "
+                    f"{activation!r} has its own activation; expected a linear one")
     if layer is None or getattr(layer, "bias", None) is None:
         name = getattr(layer, "name", None)
         return f"the output layer {name!r} has no bias" if name else "no output layer found"
@@ -158,7 +169,7 @@ def output_bias(model: keras.Model, loss: Any,
     if isinstance(found, str):
         return found
     layer, activation = found
-    fn = _resolve_loss(loss)
+    fn = resolve_loss(loss)
     if fn is None:
         return f"loss {loss!r} is not a single loss function"
     if y_train is None:
@@ -166,22 +177,14 @@ def output_bias(model: keras.Model, loss: Any,
     shape = tuple(model.outputs[0].shape[1:])
     if not shape or any(d is None for d in shape):
         return f"output shape {shape} is not fixed"
-    y = np.asarray(y_train)[:MAX_SAMPLES]
-    if y.ndim == 1 and shape == (1,):
-        y = y[:, None]
-    best, best_value = None, math.inf
-    for prediction in constant_predictions(np.asarray(y_train), shape):
-        if activation != "linear" and not (np.all(prediction > 0) and np.all(prediction < 1)):
-            continue  # a softmax or sigmoid output cannot take a logit as its value
-        tiled = np.broadcast_to(prediction, (len(y), *shape)).astype("float32")
-        try:
-            value = float(keras.ops.convert_to_numpy(keras.ops.mean(fn(y, tiled))))
-        except Exception:  # a loss that rejects this shape or dtype: not a candidate
-            continue
-        if math.isfinite(value) and value < best_value:
-            best, best_value = prediction, value
+    # A softmax or sigmoid output cannot take a logit as its value.
+    candidates = [p for p in constant_predictions(np.asarray(y_train), shape)
+                  if activation == "linear" or (np.all(p > 0) and np.all(p < 1))]
+    best = min(_scores(fn, y_train, shape, candidates), key=lambda pair: pair[1],
+               default=(None, math.inf))[0]
     if best is None:
-        return f"no constant prediction fits targets of shape {y.shape[1:]} and output {shape}"
+        return (f"no constant prediction fits targets of shape {np.shape(y_train)[1:]} and "
+                f"output {shape}")
     if activation == "softmax":
         bias = np.log(best) - np.log(best).mean()
     elif activation == "sigmoid":

@@ -188,7 +188,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.chance import output_bias, output_layer
+from stabilizer.chance import output_bias, output_layer, resolve_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.errors import ConfigError
@@ -1619,11 +1619,10 @@ def check_output_offset(fn: Callable[..., Any], hp: Any, candidate: StabilityCon
     applied = apply_config(call_build_fn(fn, hp), candidate, settings, data.y)
     model = applied.model
     found = output_bias(model, applied.compile_spec.loss, data.y)
-    loss = keras.losses.get(applied.compile_spec.loss) \
-        if isinstance(applied.compile_spec.loss, str) else applied.compile_spec.loss
-    if isinstance(found, str) or not callable(loss):
+    if isinstance(found, str):  # not settable here (its reason is the probes' not_applied)
         return None
     layer, bias = found
+    loss = resolve_loss(applied.compile_spec.loss)
     x, y = sample
 
     def sample_loss() -> tuple[float, float]:
