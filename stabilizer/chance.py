@@ -21,10 +21,11 @@ not a function or `Loss` object (a dict or list of them), labels whose shape doe
 not match the output's.
 
 The same constant starts the output layer's bias where `StabilityConfig(output_bias=
-"chance")` asks for it (`output_bias`): a regression on targets of 300 +- 150 whose
-untrained output is near 0 starts at a squared error of ~1e5, most of it the offset;
-with the bias at the mean the first steps learn the input's effect instead of the
-targets' scale (the "init well" advice for the last layer).
+"chance")` asks for it (`constant_bias`; `stabilizer.model.output_bias` finds the
+layer): a regression on targets of 300 +- 150 whose untrained output is near 0 starts
+at a squared error of ~1e5, most of it the offset; with the bias at the mean the first
+steps learn the input's effect instead of the targets' scale (the "init well" advice
+for the last layer).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["chance_loss", "constant_predictions", "output_bias", "output_layer", "resolve_loss"]
+__all__ = ["chance_loss", "constant_bias", "constant_predictions", "resolve_loss"]
 
 #: Validation labels scored (the first ones): the figure is a mean, and this bounds its memory.
 MAX_SAMPLES = 10_000
@@ -118,83 +119,40 @@ def chance_loss(model: keras.Model, loss: Any, y_train: Any, y_val: Any) -> floa
     return best if math.isfinite(best) and best > 0 else None
 
 
-_INVERTIBLE = ("linear", "softmax", "sigmoid")
-
-
-def _activation(layer: Any) -> str:
-    act = getattr(layer, "activation", None)
-    return "linear" if act is None else str(getattr(act, "__name__", type(act).__name__)).lower()
-
-
-def output_layer(model: keras.Model) -> tuple[keras.layers.Layer, str] | str:
-    """The layer whose bias sets the model's output offset, and the activation after it.
-
-    That is the Dense (or convolution) layer producing the model's single output, or
-    the one feeding a final `Activation`/`Softmax` layer. Otherwise a reason, in words.
-    """
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) != 1:
-        return (f"{type(model).__name__} has {len(outputs)} symbolic outputs; expected one "
-                "(a Sequential or Functional model with a single output)")
-    history = getattr(outputs[0], "_keras_history", None)
-    layer = history[0] if history else None
-    activation = None
-    if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
-        activation = "softmax" if isinstance(layer, keras.layers.Softmax) else _activation(layer)
-        source = getattr(getattr(layer, "input", None), "_keras_history", None)
-        layer = source[0] if source else None
-        if _activation(layer) != "linear":
-            return (f"the layer {getattr(layer, 'name', layer)!r} before the final "
-                    f"{activation!r} has its own activation; expected a linear one")
-    if layer is None or getattr(layer, "bias", None) is None:
-        name = getattr(layer, "name", None)
-        return f"the output layer {name!r} has no bias" if name else "no output layer found"
-    activation = activation or _activation(layer)
-    if activation not in _INVERTIBLE:
-        return (f"the output layer {layer.name!r} ends in {activation!r}; expected "
-                f"{', '.join(_INVERTIBLE)}, whose bias can be set to a given output")
-    return layer, activation
-
-
-def output_bias(model: keras.Model, loss: Any,
-                y_train: Any) -> tuple[keras.layers.Layer, np.ndarray] | str:
-    """The output layer and the bias under which a zero kernel predicts the best constant.
+def constant_bias(activation: str, bias_shape: tuple[int, ...], output_shape: tuple[int, ...],
+                  loss: Any, y_train: Any) -> np.ndarray | str:
+    """The output bias under which a zero kernel predicts the best constant, or a reason.
 
     The constant is the candidate of `constant_predictions` with the lowest `loss` on
     the training targets (the validation data is not used), taken back through the
-    output activation: the constant itself for a linear output, its log for a softmax,
-    its logit for a sigmoid. A reason in words when it cannot be set.
+    output `activation` ("linear", "softmax" or "sigmoid"): the constant itself for a
+    linear output, its log for a softmax, its logit for a sigmoid. A constant per
+    position (a sequence or an image output) is averaged to one per channel.
     """
-    found = output_layer(model)
-    if isinstance(found, str):
-        return found
-    layer, activation = found
     fn = resolve_loss(loss)
     if fn is None:
         return f"loss {loss!r} is not a single loss function"
     if y_train is None:
         return "the training targets are not in memory (a dataset or generator)"
-    shape = tuple(model.outputs[0].shape[1:])
-    if not shape or any(d is None for d in shape):
-        return f"output shape {shape} is not fixed"
+    if not output_shape or any(d is None for d in output_shape):
+        return f"output shape {output_shape} is not fixed"
     # A softmax or sigmoid output cannot take a logit as its value.
-    candidates = [p for p in constant_predictions(np.asarray(y_train), shape)
+    candidates = [p for p in constant_predictions(np.asarray(y_train), output_shape)
                   if activation == "linear" or (np.all(p > 0) and np.all(p < 1))]
-    best = min(_scores(fn, y_train, shape, candidates), key=lambda pair: pair[1],
+    best = min(_scores(fn, y_train, output_shape, candidates), key=lambda pair: pair[1],
                default=(None, math.inf))[0]
     if best is None:
         return (f"no constant prediction fits targets of shape {np.shape(y_train)[1:]} and "
-                f"output {shape}")
+                f"output {output_shape}")
     if activation == "softmax":
         bias = np.log(best) - np.log(best).mean()
     elif activation == "sigmoid":
         bias = np.log(best / (1 - best))
     else:
         bias = best
-    units = tuple(layer.bias.shape)
-    if bias.shape != units:  # a per-position constant (sequence, image): per channel
-        if bias.ndim < 1 or bias.shape[-1:] != units:
-            return (f"the output layer {layer.name!r} has a bias of shape {units}; the "
-                    f"constant prediction has shape {bias.shape}")
-        bias = bias.reshape(-1, units[0]).mean(axis=0)
-    return layer, np.asarray(bias, dtype="float32")
+    if bias.shape != bias_shape:  # a per-position constant (sequence, image): per channel
+        if bias.ndim < 1 or bias.shape[-1:] != bias_shape:
+            return (f"the output layer has a bias of shape {bias_shape}; the constant "
+                    f"prediction has shape {bias.shape}")
+        bias = bias.reshape(-1, bias_shape[0]).mean(axis=0)
+    return np.asarray(bias, dtype="float32")

@@ -48,7 +48,7 @@ CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
 NORMALIZATIONS = ("keep", "batch", "group", "layer")
 #: "chance" starts the output layer's bias at the best constant prediction of the training
 #: targets (their mean for a regression, the class log-frequencies for a softmax), so the
-#: untrained model is not far off the targets' scale (`stabilizer.chance.output_bias`).
+#: untrained model is not far off the targets' scale (`stabilizer.model.output_bias`).
 OUTPUT_BIASES = ("keep", "chance")
 
 _T = TypeVar("_T")

@@ -143,7 +143,7 @@ otherwise); its running product over the layers is the signal's variance drift.
   [1/``init_drift``, ``init_drift``]. Warning.
 - ``output_offset``: the untrained model's loss on the validation sample is at
   least ``output_offset`` (2) times what it is with the output layer's bias at the
-  best constant prediction of the training targets (`stabilizer.chance.output_bias`:
+  best constant prediction of the training targets (`stabilizer.model.output_bias`:
   their mean for a regression, the class log-frequencies for a softmax): most of the
   starting loss is the outputs' offset from the targets' scale (unscaled regression
   targets), which the first large steps then spend on. Warning; `focus` sets
@@ -188,7 +188,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.chance import output_bias, output_layer, resolve_loss
+from stabilizer.chance import resolve_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.errors import ConfigError
@@ -200,10 +200,13 @@ from stabilizer.lr_range import (
 )
 from stabilizer.model import (
     activation_family,
+    activation_name,
     apply_config,
     call_build_fn,
     is_recurrent,
     layer_activations,
+    output_bias,
+    output_layer,
     replay_hyperparameters,
     resolve_build_fn,
 )
@@ -686,17 +689,6 @@ def _mismatch(init: Any, activation: str, recurrent: bool = False) -> str:
 # -- the evaluation hook: weights and one forward pass per evaluation ------------------
 
 
-def _activation_name(layer: Any) -> str:
-    if isinstance(layer, keras.layers.ReLU):
-        cfg = layer.get_config()
-        plain = not cfg.get("negative_slope") and not cfg.get("threshold")
-        return "relu" if plain else "leaky_relu"
-    act = getattr(layer, "activation", None)
-    if act is None:
-        return "linear"
-    return str(getattr(act, "__name__", None) or type(act).__name__).lower()
-
-
 def _is_graph_model(model: keras.Model) -> bool:
     from keras.src.models.functional import Functional
 
@@ -811,7 +803,7 @@ class _SeedMonitor:
                 if kind == "relu":
                     dead[layer.name] = _dead_share(array, layer)
                 elif kind == "saturating":
-                    saturated[layer.name] = _saturated_share(array, _activation_name(layer),
+                    saturated[layer.name] = _saturated_share(array, activation_name(layer),
                                                              self.th["saturation_z"])
                 else:
                     bn[layer.name] = _bn_shift(array, layer)
@@ -867,7 +859,7 @@ def _numpy(value: Any) -> np.ndarray | None:
 def _forward_kind(layer: keras.layers.Layer) -> str | None:
     if isinstance(layer, keras.layers.BatchNormalization):
         return "bn"
-    name = _activation_name(layer)
+    name = activation_name(layer)
     if name in ("relu", "relu6"):
         return "relu"
     if name in ("sigmoid", "tanh"):

@@ -17,7 +17,7 @@ mean squared error of 13-2480 over five seeds under He, 0.8-13 under Glorot).
 ReLU-family layers: a bias of -0.5 switches most units off before the first step
 (dead ReLUs), which no kernel initializer can repair.
 `output_bias="chance"` sets the output layer's bias to the best constant prediction
-of the training targets (`stabilizer.chance.output_bias`), after the clone.
+of the training targets (`output_bias`), after the clone.
 `AppliedModel.changes` lists what was changed on which layer, and a requested
 change that reached no layer is listed in `AppliedModel.not_applied`: nothing
 is silently skipped.
@@ -42,8 +42,9 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
-from stabilizer.chance import output_bias
+from stabilizer.chance import constant_bias
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError, ModelError, ProbeFailedError, StabilizerError
 
@@ -53,11 +54,14 @@ __all__ = [
     "CompileSpec",
     "Cooldown",
     "activation_family",
+    "activation_name",
     "apply_config",
     "call_build_fn",
     "is_recurrent",
     "make_optimizer",
     "matched_initializer",
+    "output_bias",
+    "output_layer",
     "plateau_callback",
 ]
 
@@ -90,12 +94,20 @@ def matched_initializer(activation: str, recurrent: bool = False) -> str:
     return {"relu": "he_normal", "selu": "lecun_normal"}.get(family, "glorot_uniform")
 
 
-def _activation_name(obj: Any) -> str:
-    act = getattr(obj, "activation", None)
+def activation_name(layer: Any) -> str:
+    """The lower-case name of `layer`'s activation ("linear" when it has none).
+
+    A `keras.layers.ReLU` layer is "relu", or "leaky_relu" with a negative slope or a
+    threshold.
+    """
+    if isinstance(layer, keras.layers.ReLU):
+        cfg = layer.get_config()
+        plain = not cfg.get("negative_slope") and not cfg.get("threshold")
+        return "relu" if plain else "leaky_relu"
+    act = getattr(layer, "activation", None)
     if act is None:
         return "linear"
-    name = getattr(act, "__name__", None) or type(act).__name__
-    return str(name).lower()
+    return str(getattr(act, "__name__", None) or type(act).__name__).lower()
 
 
 def layer_activations(model: keras.Model) -> dict[str, str]:
@@ -109,13 +121,13 @@ def layer_activations(model: keras.Model) -> dict[str, str]:
     for i, layer in enumerate(layers):
         if not _has_kernel_init(layer):
             continue
-        act = _activation_name(layer)
+        act = activation_name(layer)
         if act == "linear":
             for nxt in layers[i + 1:]:
                 if isinstance(nxt, _PASS_THROUGH):
                     continue
                 if isinstance(nxt, keras.layers.Activation):
-                    act = _activation_name(nxt)
+                    act = activation_name(nxt)
                 elif type(nxt).__name__ in _ACTIVATION_LAYERS:
                     act = _ACTIVATION_LAYERS[type(nxt).__name__]
                 break
@@ -330,6 +342,56 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
     if config.output_bias == "chance":
         _set_output_bias(model, spec.loss, targets, changes, not_applied)
     return AppliedModel(model, spec, cloned, changes, not_applied)
+
+
+_INVERTIBLE = ("linear", "softmax", "sigmoid")
+
+
+def output_layer(model: keras.Model) -> tuple[keras.layers.Layer, str] | str:
+    """The layer whose bias sets the model's output offset, and the activation after it.
+
+    That is the Dense (or convolution) layer producing the model's single output, or
+    the one feeding a final `Activation`/`Softmax` layer. Otherwise a reason, in words.
+    """
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) != 1:
+        return (f"{type(model).__name__} has {len(outputs)} symbolic outputs; expected one "
+                "(a Sequential or Functional model with a single output)")
+    history = getattr(outputs[0], "_keras_history", None)
+    layer = history[0] if history else None
+    activation = None
+    if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
+        activation = "softmax" if isinstance(layer, keras.layers.Softmax) else \
+            activation_name(layer)
+        source = getattr(getattr(layer, "input", None), "_keras_history", None)
+        layer = source[0] if source else None
+        if activation_name(layer) != "linear":
+            return (f"the layer {getattr(layer, 'name', layer)!r} before the final "
+                    f"{activation!r} has its own activation; expected a linear one")
+    if layer is None or getattr(layer, "bias", None) is None:
+        name = getattr(layer, "name", None)
+        return f"the output layer {name!r} has no bias" if name else "no output layer found"
+    activation = activation or activation_name(layer)
+    if activation not in _INVERTIBLE:
+        return (f"the output layer {layer.name!r} ends in {activation!r}; expected "
+                f"{', '.join(_INVERTIBLE)}, whose bias can be set to a given output")
+    return layer, activation
+
+
+def output_bias(model: keras.Model, loss: Any,
+                y_train: Any) -> tuple[keras.layers.Layer, np.ndarray] | str:
+    """The output layer and the bias under which a zero kernel predicts the best constant
+    of `y_train` under `loss` (`stabilizer.chance.constant_bias`); a reason in words when
+    it cannot be set."""
+    found = output_layer(model)
+    if isinstance(found, str):
+        return found
+    layer, activation = found
+    bias = constant_bias(activation, tuple(layer.bias.shape), tuple(model.outputs[0].shape[1:]),
+                         loss, y_train)
+    if isinstance(bias, str):
+        return bias.replace("the output layer", f"the output layer {layer.name!r}")
+    return layer, bias
 
 
 def _set_output_bias(model: keras.Model, loss: Any, targets: Any, changes: list[str],
