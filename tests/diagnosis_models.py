@@ -148,9 +148,11 @@ def heavy_momentum_mlp() -> keras.Model:
 
 
 def momentum_runaway_mlp() -> keras.Model:
-    """A tanh MLP under SGD at 0.3 with momentum 0.99: the loss falls for a few dozen
-    steps, then the slowly growing swings carry it back above where it started."""
-    return _mlp([64], "tanh", "glorot_uniform", keras.optimizers.SGD(0.3, momentum=0.99))
+    """A tanh MLP under SGD at 0.3 with momentum 0.98: the loss falls for a few dozen
+    steps, then the slowly growing swings carry it back up (3-4x its best, on both of two
+    seeds at 120 steps), well short of the 10x that counts as diverged. At momentum 0.99
+    one seed passed 10x on one machine and not on another: the swings are chaotic."""
+    return _mlp([64], "tanh", "glorot_uniform", keras.optimizers.SGD(0.3, momentum=0.98))
 
 
 def batchnorm_mlp(momentum: float = 0.99, learning_rate: float = 1e-3) -> keras.Model:
