@@ -119,15 +119,15 @@ def chance_loss(model: keras.Model, loss: Any, y_train: Any, y_val: Any) -> floa
     return best if math.isfinite(best) and best > 0 else None
 
 
-def constant_bias(activation: str, bias_shape: tuple[int, ...], output_shape: tuple[int, ...],
-                  loss: Any, y_train: Any) -> np.ndarray | str:
-    """The output bias under which a zero kernel predicts the best constant, or a reason.
+def constant_bias(activation: str, output_shape: tuple[int, ...], loss: Any,
+                  y_train: Any) -> np.ndarray | str:
+    """The pre-activation value (of one output's shape) whose activation is the best
+    constant prediction, or a reason.
 
     The constant is the candidate of `constant_predictions` with the lowest `loss` on
     the training targets (the validation data is not used), taken back through the
     output `activation` ("linear", "softmax" or "sigmoid"): the constant itself for a
-    linear output, its log for a softmax, its logit for a sigmoid. A constant per
-    position (a sequence or an image output) is averaged to one per channel.
+    linear output, its log for a softmax, its logit for a sigmoid.
     """
     fn = resolve_loss(loss)
     if fn is None:
@@ -150,9 +150,4 @@ def constant_bias(activation: str, bias_shape: tuple[int, ...], output_shape: tu
         bias = np.log(best / (1 - best))
     else:
         bias = best
-    if bias.shape != bias_shape:  # a per-position constant (sequence, image): per channel
-        if bias.ndim < 1 or bias.shape[-1:] != bias_shape:
-            return (f"the output layer has a bias of shape {bias_shape}; the constant "
-                    f"prediction has shape {bias.shape}")
-        bias = bias.reshape(-1, bias_shape[0]).mean(axis=0)
-    return np.asarray(bias, dtype="float32")
+    return np.asarray(bias, dtype=np.float64)

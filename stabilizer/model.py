@@ -382,16 +382,22 @@ def output_bias(model: keras.Model, loss: Any,
                 y_train: Any) -> tuple[keras.layers.Layer, np.ndarray] | str:
     """The output layer and the bias under which a zero kernel predicts the best constant
     of `y_train` under `loss` (`stabilizer.chance.constant_bias`); a reason in words when
-    it cannot be set."""
+    it cannot be set. A constant per position (a sequence or an image output) is averaged
+    to one per channel, the shape of the layer's bias."""
     found = output_layer(model)
     if isinstance(found, str):
         return found
     layer, activation = found
-    bias = constant_bias(activation, tuple(layer.bias.shape), tuple(model.outputs[0].shape[1:]),
-                         loss, y_train)
+    bias = constant_bias(activation, tuple(model.outputs[0].shape[1:]), loss, y_train)
     if isinstance(bias, str):
-        return bias.replace("the output layer", f"the output layer {layer.name!r}")
-    return layer, bias
+        return bias
+    units = tuple(layer.bias.shape)
+    if bias.shape != units:
+        if bias.ndim < 1 or bias.shape[-1:] != units:
+            return (f"the output layer {layer.name!r} has a bias of shape {units}; the "
+                    f"constant prediction has shape {bias.shape}")
+        bias = bias.reshape(-1, units[0]).mean(axis=0)
+    return layer, bias.astype("float32")
 
 
 def _set_output_bias(model: keras.Model, loss: Any, targets: Any, changes: list[str],
