@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["chance_loss", "constant_bias", "constant_predictions", "resolve_loss"]
+__all__ = ["chance_loss", "constant_bias", "constant_predictions", "fit_targets", "resolve_loss"]
 
 #: Validation labels scored (the first ones): the figure is a mean, and this bounds its memory.
 MAX_SAMPLES = 10_000
@@ -51,6 +51,17 @@ def resolve_loss(loss: Any) -> Any:
         except ValueError:
             return None
     return loss if callable(loss) else None
+
+
+def fit_targets(y: Any, output_shape: tuple[int, ...]) -> np.ndarray:
+    """`y` (one row per sample) in the output's shape where `fit` would broadcast it:
+    (n,) targets for a one-unit output become (n, 1), and so on for any trailing
+    unit axis the output has and the targets lack. Other shapes are returned as they are.
+    """
+    y = np.asarray(y)
+    if tuple(y.shape[1:]) + (1,) == tuple(output_shape):
+        return y[..., None]
+    return y
 
 
 def _is_integral(y: np.ndarray) -> bool:
@@ -69,9 +80,8 @@ def constant_predictions(y_train: np.ndarray, output_shape: tuple[int, ...]) -> 
         freq = np.maximum(np.bincount(labels, minlength=units) / len(labels), _EPS)
         freq = freq / freq.sum()
         return [freq, np.log(freq)]  # probabilities, and logits whose softmax they are
-    if sample_shape == () and output_shape == (1,):
-        y = y.reshape(-1, 1)
-    elif sample_shape != tuple(output_shape):
+    y = fit_targets(y, output_shape)
+    if y.shape[1:] != tuple(output_shape):
         return []
     mean, median = y.mean(axis=0), np.median(y, axis=0)
     out = [mean, median]
@@ -85,9 +95,7 @@ def _scores(fn: Any, y: Any, shape: tuple[int, ...],
             predictions: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
     """(prediction, mean `fn` loss on the first `MAX_SAMPLES` of `y`) for each constant
     prediction the loss accepts with a finite value."""
-    y = np.asarray(y)[:MAX_SAMPLES]
-    if y.ndim == 1 and shape == (1,):  # (n,) labels for a one-unit output, as fit takes
-        y = y[:, None]
+    y = fit_targets(np.asarray(y)[:MAX_SAMPLES], shape)
     scored = []
     for prediction in predictions:
         tiled = np.broadcast_to(prediction, (len(y), *shape)).astype("float32")

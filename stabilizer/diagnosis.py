@@ -188,7 +188,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.chance import resolve_loss
+from stabilizer.chance import fit_targets, resolve_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.errors import ConfigError
@@ -1619,9 +1619,7 @@ def check_output_offset(fn: Callable[..., Any], hp: Any, candidate: StabilityCon
 
     def sample_loss() -> tuple[float, float]:
         prediction = ops.convert_to_numpy(_in_chunks(model, x, 256)).astype(np.float64)
-        target = np.asarray(y)
-        if prediction.ndim == target.ndim + 1 and prediction.shape[-1] == 1:
-            target = target[..., None]
+        target = fit_targets(y, tuple(prediction.shape[1:]))
         value = float(ops.convert_to_numpy(ops.mean(loss(target, prediction))))
         return value, float(prediction.mean())
 

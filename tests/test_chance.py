@@ -56,6 +56,9 @@ def test_binary_and_regression_chance_levels():
         pytest.approx(float(np.var(targets)), rel=1e-4)
     assert chance_loss(_model(1), "mae", targets, targets) == \
         pytest.approx(float(np.mean(np.abs(targets - np.median(targets)))), rel=1e-4)
+    flat = targets[:, 0]  # (n,) targets for a (n, 1) output, as fit takes them: the same level
+    assert chance_loss(_model(1), "mse", flat, flat) == \
+        pytest.approx(float(np.var(targets)), rel=1e-4)
 
 
 def test_unknown_cases_give_none():
