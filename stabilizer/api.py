@@ -215,7 +215,8 @@ def _after(driver: BaseDriver, result: StabilityResult, build_fn: Callable[..., 
 
 def _restore_nan(data: dict[str, Any]) -> dict[str, Any]:
     floats = ("score", "final_val_loss", "reference_loss", "quality", "progress",
-              "oscillation", "spike_rate", "explode_rate", "vanishing_share", "seed_spread")
+              "oscillation", "spike_rate", "explode_rate", "vanishing_share", "seed_spread",
+              "generalization_gap")
     return {k: (float("nan") if v is None and k in floats else v) for k, v in data.items()}
 
 

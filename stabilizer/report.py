@@ -73,7 +73,8 @@ _VERDICT_COLORS = {"stable": "tab:green", "unstable": "tab:orange", "stuck": "ta
                    "diverged": "tab:red"}
 _PENALTY_COLORS = {"oscillation": "tab:orange", "spike_rate": "tab:purple",
                    "explode_rate": "tab:red", "vanishing_share": "tab:brown",
-                   "seed_spread": "tab:pink", "stuck": "tab:gray"}
+                   "seed_spread": "tab:pink", "stuck": "tab:gray",
+                   "generalization_gap": "tab:olive"}
 
 
 # -- data helpers ----------------------------------------------------------------------

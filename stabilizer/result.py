@@ -36,7 +36,7 @@ __all__ = ["StabilityResult", "Candidate", "TrialTable"]
 
 _TABLE_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "quality",
                   "oscillation", "spike_rate", "explode_rate", "vanishing_share",
-                  "seed_spread", "progress", "config")
+                  "seed_spread", "generalization_gap", "progress", "config")
 
 
 @dataclasses.dataclass

@@ -16,9 +16,15 @@ For each seed of a candidate the probe's trace gives:
 - ``explode_rate``: share of steps whose global gradient norm exceeds 10x the
   running median of the preceding window, non-finite norms included;
 - ``vanishing_share``: share of layers whose median gradient norm is below
-  1e-4 of the largest layer's median, or below 1e-8.
+  1e-4 of the largest layer's median, or below 1e-8;
+- ``generalization_gap``: ``log(final_val_loss / train_tail)``, ``train_tail`` the
+  mean training loss over the last tenth of the probe's steps. A configuration
+  whose validation loss already sits well above its training loss when the probe
+  ends is fitting the training data and not the problem: trained for longer (the
+  run the probe stands for) its validation loss climbs back and parts between seeds.
 
-Seeds are combined by median; ``seed_spread`` is the standard deviation of
+Seeds are combined by median (the gap's median floored at 0: a validation loss
+below the training loss is no merit); ``seed_spread`` is the standard deviation of
 ``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With
 ``L_ref`` the reference loss (the baseline's median initial validation loss, shared
 by every candidate of a study)::
@@ -27,6 +33,7 @@ by every candidate of a study)::
     score   = quality
               - 0.5 * oscillation - 2 * spike_rate - 2 * explode_rate
               - 0.5 * vanishing_share - 1 * seed_spread - 1 * stuck
+              - 1 * generalization_gap
 
 where ``stuck`` is 1 when the median progress is below 5%. A candidate with any
 diverged seed (NaN/Inf, loss above ``divergence_factor`` x its start, or a clipped
@@ -46,12 +53,13 @@ import numpy as np
 
 from stabilizer.telemetry import ProbeTrace
 
-__all__ = ["DIVERGED_SCORE", "WEIGHTS", "THRESHOLDS", "ScoreComponents", "score_traces",
-           "seed_metrics"]
+__all__ = ["DIVERGED_SCORE", "WEIGHTS", "THRESHOLDS", "ScoreComponents", "generalization_gap",
+           "score_traces", "seed_metrics"]
 
 DIVERGED_SCORE = -50.0
 WEIGHTS = {"oscillation": 0.5, "spike_rate": 2.0, "explode_rate": 2.0,
-           "vanishing_share": 0.5, "seed_spread": 1.0, "stuck": 1.0}
+           "vanishing_share": 0.5, "seed_spread": 1.0, "stuck": 1.0,
+           "generalization_gap": 1.0}
 #: A candidate is "unstable" when any of these is exceeded (documented, overridable).
 THRESHOLDS = {"oscillation": 0.35, "spike_rate": 0.03, "explode_rate": 0.03,
               "vanishing_share": 0.0, "seed_spread": 0.15, "min_progress": 0.05}
@@ -125,6 +133,19 @@ def vanishing_share(layer_grad_norm: np.ndarray) -> float:
     return float(np.mean(vanished))
 
 
+def generalization_gap(loss: np.ndarray, final_val_loss: float) -> float:
+    """log(final validation loss / mean training loss of the last tenth of the steps);
+    NaN when either is not a finite positive number."""
+    finite = loss[np.isfinite(loss)]
+    tail = finite[-max(1, len(finite) // 10):]
+    if not len(tail) or not math.isfinite(final_val_loss):
+        return float("nan")
+    train = float(np.mean(tail))
+    if train <= 0 or final_val_loss <= 0:
+        return float("nan")
+    return math.log(final_val_loss / train)
+
+
 def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
     """The per-seed components of one trace (see the module docstring)."""
     final = trace.val_loss[-1] if trace.val_loss else float("nan")
@@ -141,6 +162,7 @@ def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
         "spike_rate": spike_rate(trace.loss, floor),
         "explode_rate": explode_rate(trace.grad_norm),
         "vanishing_share": vanishing_share(trace.layer_grad_norm),
+        "generalization_gap": generalization_gap(np.asarray(trace.loss, float), final),
     }
 
 
@@ -178,6 +200,7 @@ class ScoreComponents:
     seed_spread: float
     seeds: int
     per_seed: list[dict[str, float]]
+    generalization_gap: float = 0.0  # records stored before it have none: no penalty
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -224,6 +247,8 @@ def score_traces(traces: Sequence[ProbeTrace],
     stuck = not diverged and not (progress >= THRESHOLDS["min_progress"])
     parts = dict(oscillation=med("oscillation"), spike_rate=med("spike_rate"),
                  explode_rate=med("explode_rate"), vanishing_share=med("vanishing_share"))
+    gap = med("generalization_gap")
+    parts["generalization_gap"] = max(0.0, gap) if math.isfinite(gap) else 0.0
     quality = _log_ratio(ref + floor, final + floor) if math.isfinite(final) else float("nan")
     reasons: list[str] = []
     if diverged:

@@ -7,6 +7,7 @@ fresh-build result) and its verdicts on scripted runs (exact).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -213,6 +214,41 @@ def test_choice_report_separates_a_missed_choice_from_a_missed_search():
     assert totals["conservative_tau_0.1"]["repaired"] == 1
     assert totals["conservative_tau_0.1"]["geomean_loss_vs_chosen"] == pytest.approx(1.2)
     assert totals["conservative_tau_0.05"] == {"repaired": 0, "geomean_loss_vs_chosen": 1.0}
+
+
+def test_the_gap_replay_takes_each_trials_generalization_gap_off_its_score(tmp_path, capsys):
+    from benchmarks import choice
+
+    def ends(train, val):
+        return [{"train_tail": train, "val_final": val, "val_min": val}] * 2
+
+    # Trial 0 scores best but its validation loss ends 2.7x its training loss (gap 1);
+    # trial 1 scores 0.5 lower with no gap. Trial 2 has no gap and the best adjusted
+    # score, but is unstable: stable trials come first.
+    overfit = {**_trial(0, loss=1.0, lr=0.1, repaired=False, judged=0.5, chosen=True),
+               "probe_seeds": ends(0.1, 0.1 * math.e)}
+    sound = {**_trial(1, loss=1.5, lr=0.1, repaired=True, judged=0.4),
+             "probe_seeds": ends(0.3, 0.2)}  # below the training loss: no credit
+    unstable = {**_trial(2, loss=1.1, lr=0.1, repaired=True, judged=0.4, verdict="unstable"),
+                "probe_seeds": ends(0.3, 0.3)}
+    row = {"scenario": "a", "healthy": False, "chosen": 0, "baseline_user_lr": 1.0,
+           "chosen_repaired": False, "any_repaired": True, "trials": [overfit, sound, unstable]}
+    assert choice.gap_penalty(overfit) == pytest.approx(1.0)
+    assert choice.gap_penalty(sound) == 0.0
+    assert choice.gap_penalty(_trial(3, loss=1.0, lr=0.1, repaired=False, judged=1.0)) == 0.0
+    assert choice.gap_pick(row, 0.0)["number"] == 0  # the stabilizer's own choice
+    assert choice.gap_pick(row, 0.4)["number"] == 0
+    assert choice.gap_pick(row, 1.0)["number"] == 1
+    assert choice.gap_pick({**row, "chosen": None}, 1.0) is None  # a kept baseline stays
+    totals = choice.totals([row])
+    assert totals["gap_weight_1"] == {"repaired": 1, "geomean_loss_vs_chosen":
+                                      pytest.approx(0.8)}
+    assert totals["gap_weight_0.5"]["repaired"] == 0
+    stored = tmp_path / "choice.json"
+    stored.write_text(json.dumps({"preset_name": "quick", "machine": "m", "code": "c",
+                                  "wall_seconds": 60.0, "scenarios": [row], "totals": {}}))
+    assert choice.main(["--replay", str(stored)]) == 0
+    assert "| score - 1 x generalization gap | 1 | 0.800 |" in capsys.readouterr().out
 
 
 def _noise_row(name, healthy, verdicts):

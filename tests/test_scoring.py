@@ -128,3 +128,22 @@ def test_ranking_prefers_lower_final_loss_at_equal_stability():
     good = score_traces([trace(SMOOTH, val=[0.1])], reference_loss=2.0)
     worse = score_traces([trace(SMOOTH, val=[0.4])], reference_loss=2.0)
     assert good.score > worse.score
+
+
+def test_a_validation_loss_far_above_the_training_loss_costs_its_gap():
+    # Same validation loss at the end; one fits its training data twice as well as
+    # the other. The one whose training loss ran away from the validation loss is
+    # overfitting (it will climb back when trained longer) and ranks lower.
+    fitting = score_traces([trace(SMOOTH, val=[0.2])] * 2, reference_loss=2.0)
+    overfit = score_traces([trace(SMOOTH * 0.5, val=[0.2])] * 2, reference_loss=2.0)
+    assert fitting.generalization_gap == pytest.approx(0.0, abs=0.02)
+    tail = np.mean((SMOOTH * 0.5)[-10:])
+    assert overfit.generalization_gap == pytest.approx(math.log(0.2 / tail))
+    assert overfit.score == pytest.approx(
+        fitting.score - WEIGHTS["generalization_gap"] * (overfit.generalization_gap
+                                                         - fitting.generalization_gap))
+    assert overfit.score < fitting.score and overfit.verdict == "stable"
+    # A validation loss below the training loss (dropout, augmentation) earns nothing.
+    under = score_traces([trace(SMOOTH * 2, val=[0.2])] * 2, reference_loss=2.0)
+    assert under.generalization_gap == 0.0
+    assert under.score == pytest.approx(under.quality - sum(under.penalties().values()))
