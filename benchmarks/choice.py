@@ -33,7 +33,8 @@ Usage (from the repository root)::
 Writes ``benchmarks/results/choice_<preset>.json`` and ``.md`` (``choice_<preset>_seed<n>``
 for another ``--search-seed``, ``..._subset`` for some ``--scenarios``) and prints the
 Markdown. Each trial's record keeps its probe seeds' ends (`probe_tail`) and the judge's
-five final losses, so other choice rules can be replayed on it. The full preset judges about 20 trials per scenario (an hour on 2 cores).
+five final losses, so other choice rules can be replayed on it. The full preset judges
+about 20 trials per scenario (an hour on 2 cores).
 """
 
 from __future__ import annotations
@@ -178,12 +179,16 @@ def gap_penalty(trial: dict[str, Any]) -> float:
     """The trial's generalization gap as `stabilizer.scoring` counts it, from its stored
     probe ends: the median over seeds of log(final validation / tail training loss),
     floored at 0 (0 where a seed's ends are missing)."""
+    from stabilizer.scoring import generalization_gap
+
     gaps = []
     for end in trial.get("probe_seeds") or []:
         train, val = end.get("train_tail"), end.get("val_final")
-        if train is None or val is None or train <= 0 or val <= 0:
+        gap = generalization_gap(np.array([math.nan if train is None else train]),
+                                 math.nan if val is None else val)
+        if not math.isfinite(gap):
             return 0.0
-        gaps.append(math.log(val / train))
+        gaps.append(gap)
     return max(0.0, float(np.median(gaps))) if gaps else 0.0
 
 
