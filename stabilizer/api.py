@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from stabilizer.choice import choose_best, restore_nan
+from stabilizer.compatibility import ModelFacts, fit_space, inspect_model
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.diagnosis import Diagnosis, diagnose
@@ -14,6 +16,7 @@ from stabilizer.drivers._base import BaseDriver, TrialRecord
 from stabilizer.drivers._optuna import catch_interrupts, raise_if_interrupted
 from stabilizer.errors import ConfigError, SearchInterrupted
 from stabilizer.evaluation import Evaluation, Evaluator, summarize_trace
+from stabilizer.fingerprint import Fingerprint, study_fingerprint
 from stabilizer.model import replay_hyperparameters
 from stabilizer.probe import batch_size_of
 from stabilizer.result import Candidate, StabilityResult
@@ -21,11 +24,36 @@ from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.space import SearchSpace, load_space
 from stabilizer.workers import ObjectSource, WorkerSource, run_workers, storage_for_workers
 
-__all__ = ["stabilize", "make_settings", "run_search"]
+__all__ = ["stabilize", "make_settings", "prepare_search", "run_search", "PreparedSearch"]
 
 def make_settings(config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
     """`config` (or the defaults) with keyword overrides; unknown names are errors."""
     return SearchConfig.with_overrides(config, overrides, "stabilize")
+
+
+@dataclasses.dataclass
+class PreparedSearch:
+    """What a search checks and computes before its first probe (`prepare_search`)."""
+
+    data: ProbeData
+    facts: ModelFacts
+    fingerprint: Fingerprint
+
+
+def prepare_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
+                   settings: SearchConfig) -> tuple[SearchConfig, PreparedSearch]:
+    """Validate the data, build the model once, check the data fits it, fingerprint the
+    search, and name an unnamed study from the fingerprint.
+
+    Raises `DataError` / `ConfigError` before any probe runs.
+    """
+    probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
+    batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
+    facts = inspect_model(build_fn, probe_data, settings)
+    fingerprint = study_fingerprint(facts.model, facts.compile_spec, probe_data, space, settings)
+    if settings.study_name is None:
+        settings = dataclasses.replace(settings, study_name=fingerprint.default_study_name)
+    return settings, PreparedSearch(probe_data, facts, fingerprint)
 
 
 def stabilize(build_fn: Callable[..., Any], data: Any, *,
@@ -48,7 +76,11 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         budget: number of candidate configurations to probe (`SearchConfig.trials`).
         seeds: seeds per candidate.
         storage: Optuna storage URL; default an SQLite file in `out_dir`.
-        study_name: the study; re-running with the same name resumes it.
+        study_name: the study. Without one the study is named from the search's
+            fingerprint (model, data, space, probe settings), so running the same
+            search again resumes it and any other search starts a new study. A
+            named study is resumed only when its fingerprint matches; otherwise a
+            `ConfigError` says what differs (``resume="force"`` resumes it anyway).
         config: a full `SearchConfig`; keyword arguments override its fields.
         progress: called with each trial's `TrialRecord` as it finishes (the CLI's
             progress line, `stabilizer.progress.ProgressLine`).
@@ -63,6 +95,8 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         A `StabilityResult` with the best configuration, the baseline and every trial.
 
     Raises:
+        DataError: data that is invalid or does not fit the model, before any probe.
+        ConfigError: a bad setting, or a named study made for another search.
         SearchInterrupted: on Ctrl-C (a `KeyboardInterrupt`); its `result` holds the
             `StabilityResult` of the trials that finished (None before the baseline).
     """
@@ -76,28 +110,37 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         options["trials"] = budget
     settings = make_settings(config, space=space, seeds=seeds, storage=storage,
                              study_name=study_name, **options)
-    settings = storage_for_workers(settings, workers)
     space_obj = space_obj or load_space(settings.space)
+    settings, prepared = prepare_search(build_fn, data, space_obj, settings)
+    settings = storage_for_workers(settings, workers)
     source = (worker_source or ObjectSource(build_fn, data, space_obj)) if workers > 1 else None
     return run_search(build_fn, data, space_obj, settings, progress=progress,
-                      workers=workers, source=source)
+                      workers=workers, source=source, prepared=prepared)
 
 
 def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
                settings: SearchConfig, *, progress: Callable[[TrialRecord], None] | None = None,
                workers: int = 1, source: WorkerSource | None = None,
-               diagnose_after: bool = True) -> StabilityResult:
+               diagnose_after: bool = True,
+               prepared: PreparedSearch | None = None) -> StabilityResult:
     """The search behind `stabilize()`, on validated settings (also each worker's body).
 
-    Order: the baseline (the user's configuration: diagnosed when
-    `settings.diagnose`, its probes scored like any candidate; stored, so a resumed
-    search does not probe it again), the space focused by the diagnosis, the
-    diagnosis's first trials queued, the trials (here or in `workers` processes),
-    then the chosen configuration diagnosed on the same seeds (the "after").
+    Order: the study's fingerprint checked (`prepared`, made here when not given), the
+    space cut to the dimensions that can change this model (`fit_space`), the
+    baseline (the user's configuration: diagnosed when `settings.diagnose`, its
+    probes scored like any candidate; stored, so a resumed search does not probe it
+    again), the space focused by the diagnosis, the diagnosis's first trials queued,
+    the trials (here or in `workers` processes), then the chosen configuration
+    diagnosed on the same seeds (the "after").
     """
-    probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
-    batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
-    driver = make_driver(settings, space)
+    if prepared is None:
+        settings, prepared = prepare_search(build_fn, data, space, settings)
+    probe_data = prepared.data
+    fitted, space_notes = fit_space(space, prepared.facts, probe_data)
+    driver = make_driver(settings, fitted)
+    driver.check_fingerprint(prepared.fingerprint, force=settings.resume == "force")
+    if space_notes:
+        driver.save_attr("space_notes", space_notes)
     driver.progress = progress
     evaluator = Evaluator(build_fn, probe_data, settings)
     baseline: Candidate | None = None
@@ -107,9 +150,9 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             baseline, before, fresh = _baseline(driver, evaluator, build_fn)
             evaluator.reference_loss = baseline.components.reference_loss
             if before is not None:
-                driver.space = before.focus(space)
+                driver.space = fit_space(before.focus(fitted), prepared.facts, probe_data)[0]
                 if fresh and not before.healthy:
-                    driver.enqueue_first(_first_trials(before, space, probe_data))
+                    driver.enqueue_first(_first_trials(before, driver.space, probe_data))
             if source is not None:
                 run_workers(workers, source, settings,
                             records=driver.records,  # type: ignore[attr-defined]
@@ -118,8 +161,8 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
-            result = _result(records, baseline, before, settings, space, driver, build_fn,
-                             probe_data)
+            result = _result(records, baseline, before, settings, fitted, driver, build_fn,
+                             probe_data, space_notes)
             if diagnose_after and settings.diagnose and settings.diagnose_after:
                 result.after = _after(driver, result, build_fn, probe_data)
                 raise_if_interrupted()
@@ -127,12 +170,12 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
         partial, done = None, []
         if baseline is not None:
             done = getattr(driver, "records", lambda: [])()
-            partial = _result(done, baseline, before, settings, space, driver, build_fn,
-                              probe_data)
+            partial = _result(done, baseline, before, settings, fitted, driver, build_fn,
+                              probe_data, space_notes)
         finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
         raise SearchInterrupted(
             f"search interrupted; {finished} finished trials kept in study "
-            f"{settings.study_name!r} ({driver.storage_label()}): run the same search again "
+            f"{settings.study!r} ({driver.storage_label()}): run the same search again "
             "to resume", partial) from exc
     return result
 
@@ -152,13 +195,16 @@ def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
 
 def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,
             settings: SearchConfig, space: SearchSpace, driver: BaseDriver,
-            build_fn: Callable[..., Any], data: ProbeData) -> StabilityResult:
+            build_fn: Callable[..., Any], data: ProbeData,
+            space_notes: list[str]) -> StabilityResult:
+    choice = choose_best(records, baseline)
     return StabilityResult(
-        best=_choose_best(records, baseline), baseline=baseline, trials=records,
-        settings=settings, space_name=space.name, study_name=settings.study_name,
+        best=choice.best, baseline=baseline, trials=records, choice_note=choice.note,
+        settings=settings, space_name=space.name, study_name=settings.study,
         storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
         targets=data.y if data.kind == "arrays" else None,
-        focus_notes=before.focus_notes(space) if before is not None else [])
+        focus_notes=before.focus_notes(space) if before is not None else [],
+        space_notes=space_notes, fixed_batch=data.fixed_batch)
 
 
 def _baseline(driver: BaseDriver, evaluator: Evaluator, build_fn: Callable[..., Any]
@@ -188,7 +234,7 @@ def _baseline(driver: BaseDriver, evaluator: Evaluator, build_fn: Callable[..., 
             stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
                       "user_params": dict(hp.values) if hp is not None else {}}
         driver.save_baseline(stored)
-    components = ScoreComponents.from_dict(_restore_nan(stored["components"]))
+    components = ScoreComponents.from_dict(restore_nan(stored["components"]))
     diagnosis = stored.get("diagnosis") if settings.diagnose else None
     return (Candidate(StabilityConfig(), components, stored["curves"], stored["user_params"]),
             Diagnosis.from_dict(diagnosis) if diagnosis else None, fresh)
@@ -211,35 +257,3 @@ def _after(driver: BaseDriver, result: StabilityResult, build_fn: Callable[..., 
                      candidate=best.config, hp_values=best.user_params, lr_range=False)
     driver.save_attr(key, after.to_dict())
     return after
-
-
-def _restore_nan(data: dict[str, Any]) -> dict[str, Any]:
-    floats = ("score", "final_val_loss", "reference_loss", "quality", "progress",
-              "oscillation", "spike_rate", "explode_rate", "vanishing_share", "seed_spread",
-              "generalization_gap")
-    return {k: (float("nan") if v is None and k in floats else v) for k, v in data.items()}
-
-
-def _choose_best(records: list[TrialRecord], baseline: Candidate) -> Candidate:
-    """The highest-scoring stable candidate among completed trials and the baseline.
-
-    Only when no candidate is stable does the highest score win regardless.
-    If everything diverged the (diverged) baseline comes back, and the result's
-    summary says so: nothing is made up.
-    """
-    best = baseline
-    for record in records:
-        if record.state != "COMPLETE" or record.components is None or record.config is None:
-            continue
-        comps = ScoreComponents.from_dict(_restore_nan(record.components))
-        if comps.diverged or not math.isfinite(comps.score):
-            continue
-        if _rank(comps) > _rank(best.components):
-            best = Candidate(record.config, comps, record.curves, record.user_params,
-                             record.number)
-    return best
-
-
-def _rank(components: ScoreComponents) -> tuple[bool, bool, float]:
-    """Stable before unstable, anything before diverged, then by score."""
-    return (components.verdict == "stable", not components.diverged, components.score)

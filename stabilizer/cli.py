@@ -260,6 +260,7 @@ def _load_config(path: str, args: argparse.Namespace | None = None) -> tuple[Run
             run = run.with_search(trials=getattr(args, "trials", None),
                                   storage=getattr(args, "storage", None),
                                   study_name=getattr(args, "study_name", None),
+                                  resume=getattr(args, "resume", None),
                                   space=space, out_dir=getattr(args, "out", None))
         except ConfigError as exc:
             raise ConfigError(f"command line: {_one_line(str(exc))}") from None
@@ -286,7 +287,7 @@ def load_result(study_name: str, storage: str) -> Any:
     """
     import optuna
 
-    from stabilizer.api import _choose_best, _restore_nan
+    from stabilizer.choice import choose_best, restore_nan
     from stabilizer.drivers._optuna import _mask, journal_path, open_storage, records_from_study
     from stabilizer.result import Candidate, StabilityResult
     from stabilizer.scoring import ScoreComponents
@@ -314,14 +315,16 @@ def load_result(study_name: str, storage: str) -> Any:
     run_config = attrs.get("run_config") or {}
     settings = SearchConfig.from_dict(run_config.get("search") or {"study_name": study_name})
     baseline = Candidate(StabilityConfig(),
-                         ScoreComponents.from_dict(_restore_nan(stored["components"])),
+                         ScoreComponents.from_dict(restore_nan(stored["components"])),
                          stored["curves"], stored.get("user_params", {}))
     records = records_from_study(study)
     space = attrs.get("space_name") or (settings.space if isinstance(settings.space, str)
                                         else "custom")
-    result = StabilityResult(best=_choose_best(records, baseline), baseline=baseline,
+    choice = choose_best(records, baseline)
+    result = StabilityResult(best=choice.best, baseline=baseline, choice_note=choice.note,
                              trials=records, settings=settings, space_name=space,
-                             study_name=study_name, storage=label)
+                             study_name=study_name, storage=label,
+                             space_notes=list(attrs.get("space_notes") or []))
     if stored.get("diagnosis"):
         from stabilizer.diagnosis import Diagnosis
 
@@ -357,7 +360,7 @@ def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) a search and write its report folder."""
-    from stabilizer.api import stabilize
+    from stabilizer.api import prepare_search, run_search
     from stabilizer.drivers._optuna import _mask
     from stabilizer.progress import ProgressLine
     from stabilizer.report import write_report
@@ -365,29 +368,37 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     run, base_dir = _load_config(args.config, args)
     prepared = prepare_run(run, base_dir)
-    settings = storage_for_workers(prepared.settings, args.workers)
+    # the data checked against the model, the study named and its fingerprint checked
+    # before anything is written to it
+    settings, search = prepare_search(prepared.build_fn, prepared.data, prepared.space,
+                                      prepared.settings)
+    settings = storage_for_workers(settings, args.workers)
+    run = run.with_search(study_name=settings.study)
     existing: list[Any] = []
     baseline_stored = False
     if settings.driver == "optuna":
-        from stabilizer.drivers._optuna import open_study, records_from_study
+        from stabilizer.drivers._optuna import OptunaDriver, records_from_study
 
-        study = open_study(settings)  # the last check (storage URL); creates the study
+        driver = OptunaDriver(settings, prepared.space)  # opens (creates) the study
+        driver.check_fingerprint(search.fingerprint, force=settings.resume == "force")
+        study = driver._study()
         study.set_user_attr("run_config", run.to_dict())
         study.set_user_attr("space_name", prepared.space.name)
         existing = records_from_study(study)
         baseline_stored = "baseline" in study.user_attrs
     progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
-    progress.note(f"study {settings.study_name!r} ({_mask(settings.resolved_storage())}): "
+    progress.note(f"study {settings.study!r} ({_mask(settings.resolved_storage())}): "
                   f"{progress.done} of {settings.trials} trials done")
     if not baseline_stored:
         progress.note("diagnosing your own configuration (the baseline) ..." if settings.diagnose
                       else "probing your own configuration (the baseline) ...")
     progress.show()
-    folder = Path(settings.out_dir) / settings.study_name
+    folder = Path(settings.out_dir) / settings.study
     try:
-        result = stabilize(prepared.build_fn, prepared.data, space=prepared.space,
-                           config=settings, progress=progress, workers=args.workers,
-                           worker_source=RunConfigSource(run.to_dict(), str(base_dir)))
+        source = RunConfigSource(run.to_dict(), str(base_dir)) if args.workers > 1 else None
+        result = run_search(prepared.build_fn, prepared.data, prepared.space, settings,
+                            progress=progress, workers=args.workers, source=source,
+                            prepared=search)
     except SearchInterrupted as exc:
         progress.close()
         if exc.result is not None:  # what finished is reported before exiting with 130
@@ -471,7 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("config", help="YAML file: model, data and search settings")
     search.add_argument("--trials", type=int, help="override search.trials (the budget)")
     search.add_argument("--storage", help="override search.storage (an Optuna storage URL)")
-    search.add_argument("--study-name", help="override search.study_name")
+    search.add_argument("--study-name", help="override search.study_name (default: named "
+                                             "from the search's fingerprint)")
+    search.add_argument("--resume", choices=("auto", "force"),
+                        help="override search.resume: 'force' resumes a named study made for "
+                             "another model, data, space or probe settings")
     search.add_argument("--space", help="override search.space (a bundled name or a file)")
     search.add_argument("--out", help="override search.out_dir (the report folder's parent)")
     search.add_argument("--workers", type=int, default=1, metavar="N",

@@ -32,6 +32,7 @@ __all__ = [
     "CLIPPING_MODES",
     "NORMALIZATIONS",
     "OUTPUT_BIASES",
+    "RESUME_MODES",
 ]
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
@@ -50,6 +51,8 @@ NORMALIZATIONS = ("keep", "batch", "group", "layer")
 #: targets (their mean for a regression, the class log-frequencies for a softmax), so the
 #: untrained model is not far off the targets' scale (`stabilizer.model.output_bias`).
 OUTPUT_BIASES = ("keep", "chance")
+#: How a study found under the same name is treated (`SearchConfig.resume`).
+RESUME_MODES = ("auto", "force")
 
 _T = TypeVar("_T")
 
@@ -231,7 +234,15 @@ class SearchConfig(_YamlMixin):
         0.2, "share of (x, y) held out for validation when no validation data is given")
     storage: str | None = _field(
         None, "Optuna storage URL; None makes an SQLite file '<study_name>.db' in out_dir")
-    study_name: str = _field("stabilizer", "Optuna study name; re-running resumes it")
+    study_name: str | None = _field(
+        None, "Optuna study name; None names the study from the search's fingerprint "
+        "('stabilizer-<digest>' of the model, data, space and probe settings), so the same "
+        "search resumes and any other starts anew. A named study is resumed only when its "
+        "fingerprint matches (see `resume`)")
+    resume: str = _field(
+        "auto", "'auto' resumes a study only when its fingerprint (model, data, space, probe "
+        "settings) matches this search and refuses a named one that differs; 'force' resumes "
+        "the named study whatever it was made for")
     driver: str = _field("optuna", "search driver: 'optuna' or 'keras_tuner'")
     tuner: str = _field("bayesian", "KerasTuner tuner: 'bayesian', 'random' or 'hyperband'")
     out_dir: str = _field("stabilizer-out", "folder for the study file and reports")
@@ -270,8 +281,11 @@ class SearchConfig(_YamlMixin):
                                         low_open=True, high=0.9)
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"storage={self.storage!r}: expected a database URL string or null")
-        if not isinstance(self.study_name, str) or not self.study_name:
-            raise ConfigError(f"study_name={self.study_name!r}: expected a non-empty string")
+        if self.study_name is not None and (not isinstance(self.study_name, str)
+                                            or not self.study_name):
+            raise ConfigError(f"study_name={self.study_name!r}: expected a non-empty string, "
+                              "or null to name the study from its fingerprint")
+        _choice("resume", self.resume, RESUME_MODES)
         _choice("driver", self.driver, ("optuna", "keras_tuner"))
         _choice("tuner", self.tuner, ("bayesian", "random", "hyperband"))
         if not isinstance(self.out_dir, str):
@@ -311,11 +325,20 @@ class SearchConfig(_YamlMixin):
         base.update({k: v for k, v in options.items() if v is not None})
         return cls.from_dict(base)
 
+    @property
+    def study(self) -> str:
+        """The study name; a `ConfigError` before the search has named an unnamed study."""
+        if self.study_name is None:
+            raise ConfigError("study_name=None: the study is named from the search's "
+                              "fingerprint when the search starts (stabilizer.api."
+                              "prepare_search); expected a named study here")
+        return self.study_name
+
     def resolved_storage(self) -> str:
         """The storage URL, defaulting to an SQLite file in `out_dir`."""
         if self.storage:
             return self.storage
-        path = Path(self.out_dir) / f"{self.study_name}.db"
+        path = Path(self.out_dir) / f"{self.study}.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 

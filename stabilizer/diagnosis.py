@@ -189,6 +189,7 @@ import numpy as np
 from keras import ops
 
 from stabilizer.chance import fit_targets, resolve_loss
+from stabilizer.compatibility import inspect_model
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.errors import ConfigError
@@ -203,6 +204,7 @@ from stabilizer.model import (
     activation_name,
     apply_config,
     call_build_fn,
+    is_graph_model,
     is_recurrent,
     layer_activations,
     output_bias,
@@ -689,12 +691,6 @@ def _mismatch(init: Any, activation: str, recurrent: bool = False) -> str:
 # -- the evaluation hook: weights and one forward pass per evaluation ------------------
 
 
-def _is_graph_model(model: keras.Model) -> bool:
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
-
-
 class _SeedMonitor:
     """The `on_evaluation` hook of one seed's probe (never stops the probe)."""
 
@@ -748,7 +744,7 @@ class _SeedMonitor:
         if self.sample is None:
             self.not_checked["activations"] = "no validation sample could be read from the data"
             return
-        if not _is_graph_model(model):
+        if not is_graph_model(model):
             self.not_checked["activations"] = (
                 f"{type(model).__name__} is a subclassed model: its intermediate outputs "
                 "cannot be read without changing its code, so dead ReLU units, saturation "
@@ -935,7 +931,10 @@ def _mode_gap(model: keras.Model, x: Any, y: Any, batch: int) -> dict[str, float
         for i in range(chunks):
             xc, yc = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
             for mode, out in ((True, train), (False, infer)):
-                value = ops.mean(loss_fn(yc, model(xc, training=mode)))
+                prediction = model(xc, training=mode)
+                # (n,) labels for an (n, 1) output, reshaped as model.fit does
+                target = fit_targets(yc, tuple(prediction.shape[1:]))
+                value = ops.mean(loss_fn(target, prediction))
                 out.append(float(ops.convert_to_numpy(value)))
     finally:
         for layer, attr, value in noise:
@@ -1548,6 +1547,8 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
                                        "evaluations": evaluations, "seeds": seeds})
     probe_data = data if isinstance(data, ProbeData) else prepare_data(
         data, validation_split=settings.validation_split, seed=settings.seed)
+    if not isinstance(data, ProbeData):  # stabilize() checked its data before diagnosing
+        inspect_model(build_fn, probe_data, settings)  # a DataError before the first probe
     fn, uses_hp = resolve_build_fn(build_fn)
     hp = replay_hyperparameters(hp_values or {}) if uses_hp else None
     candidate = candidate or StabilityConfig()

@@ -8,7 +8,10 @@ or argument, what was received and what was expected.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "clean_message",
     "StabilizerError",
     "ConfigError",
     "DataError",
@@ -37,7 +40,18 @@ class ModelError(StabilizerError):
 
 
 class ProbeFailedError(StabilizerError):
-    """One probe failed (an exception in user code); the trial fails, the search goes on."""
+    """One probe failed (an exception in user code); the trial fails, the search goes on.
+
+    The message says what failed in words; `traceback` keeps the traceback, which the
+    drivers store on the failed trial (Optuna user attribute ``traceback``).
+    """
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.traceback))
 
 
 class ProbeOutOfMemoryError(ProbeFailedError):
@@ -46,12 +60,12 @@ class ProbeOutOfMemoryError(ProbeFailedError):
     `batch_size` is the batch size the probe trained with.
     """
 
-    def __init__(self, message: str, batch_size: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, batch_size: int, traceback: str = "") -> None:
+        super().__init__(message, traceback)
         self.batch_size = batch_size
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (str(self), self.batch_size))
+        return (type(self), (str(self), self.batch_size, self.traceback))
 
 
 class SearchAbortedError(StabilizerError):
@@ -71,3 +85,31 @@ class SearchInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: Lines of a traceback or of a TensorFlow graph trace: never part of a message.
+_TRACE_LINE = re.compile(r"^(Traceback \(most recent call last\)|File \"|Detected at node|"
+                         r"Graph execution error|\[\[\{\{node|Stack trace for op)")
+
+
+def clean_message(exc: BaseException | str, limit: int = 600) -> str:
+    """The words of an error for a message: ANSI colour codes, traceback and graph-trace
+    lines and blank lines removed, the rest joined on one line and cut at `limit`.
+
+    Keras colours the names in its messages and TensorFlow prefixes a graph trace;
+    neither belongs in a message (the traceback stays with `ProbeFailedError.traceback`).
+    """
+    text = _ANSI.sub("", str(exc))
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or _TRACE_LINE.match(stripped) or line[:1].isspace() \
+                and not kept:
+            continue
+        if line.startswith("  ") and (stripped.startswith(("File ", "^", "~")) or "line " in
+                                      stripped[:40]):
+            continue
+        kept.append(stripped)
+    joined = " ".join(kept) or text.strip()
+    return joined if len(joined) <= limit else joined[:limit - 3].rstrip() + "..."

@@ -46,7 +46,13 @@ import numpy as np
 
 from stabilizer.chance import constant_bias
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.errors import ConfigError, ModelError, ProbeFailedError, StabilizerError
+from stabilizer.errors import (
+    ConfigError,
+    ModelError,
+    ProbeFailedError,
+    StabilizerError,
+    clean_message,
+)
 
 __all__ = [
     "AppliedModel",
@@ -57,6 +63,8 @@ __all__ = [
     "activation_name",
     "apply_config",
     "call_build_fn",
+    "has_batch_norm",
+    "is_graph_model",
     "is_recurrent",
     "make_optimizer",
     "matched_initializer",
@@ -212,8 +220,8 @@ def call_build_fn(build_fn: Callable[..., Any], hp: Any = None) -> keras.Model:
     except StabilizerError:
         raise  # a wrapped factory (the LR range test's) already said what failed
     except Exception as exc:
-        raise ProbeFailedError(
-            f"build_fn raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}") from exc
+        raise ProbeFailedError(f"build_fn raised {type(exc).__name__}: {clean_message(exc)}",
+                               traceback.format_exc()) from exc
     if not isinstance(model, keras.Model):
         raise ModelError(f"build_fn returned {type(model).__name__}; expected a keras.Model")
     return model
@@ -258,8 +266,7 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
     """
     spec = CompileSpec.from_model(model, settings)
     activations = layer_activations(model)
-    has_bn = any(isinstance(layer, keras.layers.BatchNormalization)
-                 for layer in _flat_layers(model))
+    has_bn = has_batch_norm(model)
     replace_bn = config.normalization in ("group", "layer")
     changes: list[str] = []
 
@@ -290,7 +297,7 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
         or config.bn_epsilon is not None or (replace_bn and has_bn)
     cloned = False
     if needs_rewrite and isinstance(model, (keras.Sequential, keras.Model)) \
-            and _is_graph_model(model):
+            and is_graph_model(model):
         swapped_ids: set[int] = set()
 
         def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -468,10 +475,17 @@ def _replace_batch_norm(layer: keras.layers.BatchNormalization, config: Stabilit
     return new_layer
 
 
-def _is_graph_model(model: keras.Model) -> bool:
+def is_graph_model(model: keras.Model) -> bool:
+    """True for Sequential and Functional models (those `clone_model` can rebuild)."""
     from keras.src.models.functional import Functional
 
     return isinstance(model, (keras.Sequential, Functional))
+
+
+def has_batch_norm(model: keras.Model) -> bool:
+    """True when the model has a BatchNormalization layer (nested ones included)."""
+    return any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in _flat_layers(model))
 
 
 def _rewrite_in_place(model: keras.Model, config: StabilityConfig, activations: dict[str, str],

@@ -29,6 +29,7 @@ from stabilizer.errors import (
     ProbeFailedError,
     ProbeOutOfMemoryError,
     StabilizerError,
+    clean_message,
 )
 from stabilizer.model import (
     apply_config,
@@ -140,10 +141,10 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
             del model, applied, optimizer
             gc.collect()
             raise ProbeOutOfMemoryError(
-                f"out of memory at batch_size={batch}: {type(exc).__name__}: {exc}\n"
-                f"{traceback.format_exc()}", batch) from exc
-        raise ProbeFailedError(f"training raised {type(exc).__name__}: {exc}\n"
-                               f"{traceback.format_exc()}") from exc
+                f"out of memory at batch_size={batch}: {type(exc).__name__}: "
+                f"{clean_message(exc)}", batch, traceback.format_exc()) from exc
+        raise ProbeFailedError(f"training raised {type(exc).__name__}: {clean_message(exc)}",
+                               traceback.format_exc()) from exc
     seconds = time.perf_counter() - start
     trace = read_trace(model, recorder, telemetry, seconds, float(initial["loss"]))
     if data.kind == "arrays":
@@ -151,4 +152,7 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
         trace.chance_loss = float("nan") if chance is None else chance
     trace.changes = applied.changes
     trace.not_applied = applied.not_applied
+    if config.batch_size is not None and data.fixed_batch:
+        trace.not_applied = [*trace.not_applied, f"batch_size={config.batch_size}: the data "
+                             f"({data.kind}) fixes its own batch size"]
     return trace

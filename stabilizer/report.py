@@ -453,6 +453,9 @@ def summary_dict(result: StabilityResult) -> dict[str, Any]:
         "summary": result.summary(),
         "diagnosis": result.diagnosis.to_dict() if result.diagnosis is not None else None,
         "focus": result.focus_notes,
+        "space_notes": result.space_notes,
+        "not_applied": result.not_applied,
+        "choice_note": result.choice_note,
         "after": result.after.to_dict() if result.after is not None else None,
         "before_after": _clean(result.before_after()),
     }
@@ -492,7 +495,8 @@ def html_report(result: StabilityResult) -> str:
              f"<p>storage {esc(result.storage)}, space {esc(result.space_name)}, "
              f"{len(result.trials)} trials</p>",
              f"<h2>Summary</h2><pre>{esc(result.summary())}</pre>",
-             f"<h2>Chosen configuration</h2><pre>{esc(_best_yaml(result))}</pre>"]
+             f"<h2>Chosen configuration</h2><pre>{esc(_best_yaml(result))}</pre>",
+             _space_html(result)]
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -514,6 +518,17 @@ def html_report(result: StabilityResult) -> str:
             for t in failed) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _space_html(result: StabilityResult) -> str:
+    """The space searched, and each dimension left out because it cannot change the model."""
+    esc = html.escape
+    head = f"<h2>Search space</h2><p>space {esc(repr(result.space_name))}"
+    if not result.space_notes:
+        return head + ": every dimension it names can change this model.</p>"
+    items = "".join(f"<li>{esc(note)}</li>" for note in result.space_notes)
+    return (head + ". Dimensions fixed to your own setting (keep), neither sampled nor "
+            f"reported, because they cannot change this model:</p><ul>{items}</ul>")
 
 
 def _diagnosis_html(result: StabilityResult) -> str:

@@ -7,6 +7,7 @@ import dataclasses
 import html
 import io
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from stabilizer.scoring import ScoreComponents
 if TYPE_CHECKING:
     from stabilizer.diagnosis import Diagnosis
 
-__all__ = ["StabilityResult", "Candidate", "TrialTable"]
+__all__ = ["StabilityResult", "Candidate", "TrialTable", "applied_only"]
 
 _TABLE_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "quality",
                   "oscillation", "spike_rate", "explode_rate", "vanishing_share",
@@ -52,6 +53,35 @@ class Candidate:
     @property
     def score(self) -> float:
         return self.components.score
+
+    @property
+    def not_applied(self) -> list[str]:
+        """What the probes were asked to change but could not (`AppliedModel.not_applied`)."""
+        seen: list[str] = []
+        for curve in self.curves:
+            for entry in curve.get("not_applied") or []:
+                if entry not in seen:
+                    seen.append(entry)
+        return seen
+
+
+_NOT_APPLIED_FIELD = re.compile(r"^(\w+)\s*[=:]")
+
+
+def applied_only(config: StabilityConfig, not_applied: list[str]) -> StabilityConfig:
+    """`config` with every field its probes did not apply set back to "keep" (or None).
+
+    `not_applied` holds the probes' reasons, each starting with the field's name.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(StabilityConfig)}
+    reset = {}
+    for entry in not_applied:
+        match = _NOT_APPLIED_FIELD.match(entry)
+        if match and match.group(1) in defaults:
+            reset[match.group(1)] = defaults[match.group(1)]
+    if reset.get("clipping") is not None or "clip_value" in reset:
+        reset.update(clipping=defaults["clipping"], clip_value=None)
+    return dataclasses.replace(config, **reset) if reset else config
 
 
 @dataclasses.dataclass
@@ -79,6 +109,13 @@ class StabilityResult:
     focus_notes: list[str] = dataclasses.field(default_factory=list)
     #: the training labels, for `output_bias="chance"` (None: set them before `build_model`)
     targets: Any = dataclasses.field(default=None, repr=False)
+    #: the dimensions of the space taken out because they cannot change this model, and why
+    space_notes: list[str] = dataclasses.field(default_factory=list)
+    #: True when the data fixed its own batch size (a PyDataset, a batched tf.data.Dataset)
+    fixed_batch: bool = False
+    #: why the baseline was kept over a trial that learns less, or the trade a chosen
+    #: trial that learns less makes (`stabilizer.choice`); "" otherwise
+    choice_note: str = ""
 
     def __post_init__(self) -> None:
         self.trials = TrialTable(self.trials)
@@ -105,10 +142,20 @@ class StabilityResult:
         """The best configuration as YAML (loadable with `StabilityConfig.from_yaml`)."""
         return self.best_config.to_yaml(path)
 
+    @property
+    def not_applied(self) -> list[str]:
+        """What the chosen configuration's probes could not apply (left out of it)."""
+        return self.best.not_applied
+
     def fit_kwargs(self) -> dict[str, Any]:
-        """`batch_size` and `callbacks` to pass to your own `model.fit`."""
+        """`batch_size` and `callbacks` to pass to your own `model.fit`.
+
+        No `batch_size` when the data fixes its own (a PyDataset or a batched
+        tf.data.Dataset): none was measured.
+        """
         config = self.best_config
-        kwargs: dict[str, Any] = {"batch_size": config.batch_size or self.settings.batch_size}
+        kwargs: dict[str, Any] = {} if self.fixed_batch else \
+            {"batch_size": config.batch_size or self.settings.batch_size}
         callbacks = []
         if config.lr_schedule == "plateau":
             lr = config.learning_rate
@@ -201,6 +248,10 @@ class StabilityResult:
             f"{_fmt(c.final_val_loss)}, seed spread {_fmt(c.seed_spread)}"
             + (f" [trial {self.best.trial_number}]" if self.improved else " [baseline kept]"),
             f"config:   {self.best_config.describe()}",
+            *([self.choice_note] if self.choice_note else []),
+            *([f"not applied (left out): {'; '.join(self.not_applied)}"]
+              if self.not_applied else []),
+            *([f"space: {'; '.join(self.space_notes)}"] if self.space_notes else []),
             *self._diagnosis_lines(),
         ]
         return "\n".join(lines)

@@ -43,7 +43,11 @@ __all__ = [
 
 
 class Suggester(Protocol):
-    """What a driver offers to sample one value per dimension."""
+    """What a driver offers to sample one value per dimension.
+
+    Every applied value goes through it, fixed ones as a one-value `categorical`, so a
+    driver can record on the trial everything the probes applied.
+    """
 
     def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
@@ -57,8 +61,7 @@ class Choice:
     values: tuple[Any, ...]
 
     def sample(self, name: str, suggest: Suggester) -> Any:
-        if len(self.values) == 1:
-            return self.values[0]
+        # a single value is offered too, so the driver records it (an Optuna trial's params)
         return suggest.categorical(name, list(self.values))
 
     def to_data(self) -> Any:
@@ -87,7 +90,8 @@ class Fixed:
     value: Any
 
     def sample(self, name: str, suggest: Suggester) -> Any:
-        return self.value
+        # offered as a one-value choice, so the driver records what was applied
+        return suggest.categorical(name, [self.value])
 
     def to_data(self) -> Any:
         return self.value

@@ -74,8 +74,8 @@ def storage_for_workers(settings: SearchConfig, workers: int) -> SearchConfig:
                               "database URL")
         return settings
     folder = Path(settings.out_dir)
-    journal = (folder / f"{settings.study_name}.log").resolve()
-    sqlite = folder / f"{settings.study_name}.db"
+    journal = (folder / f"{settings.study}.log").resolve()
+    sqlite = folder / f"{settings.study}.db"
     if workers == 1:
         if journal.is_file() and not sqlite.is_file():  # a study begun with several workers
             return dataclasses.replace(settings, storage=f"journal://{journal}")
@@ -84,9 +84,9 @@ def storage_for_workers(settings: SearchConfig, workers: int) -> SearchConfig:
         import optuna
 
         names = optuna.study.get_all_study_names(open_storage(f"sqlite:///{sqlite}"))
-        if settings.study_name in names:
+        if settings.study in names:
             raise ConfigError(
-                f"workers={workers}: study {settings.study_name!r} already lives in the SQLite "
+                f"workers={workers}: study {settings.study!r} already lives in the SQLite "
                 f"file {str(sqlite)!r}, which suits one process; expected workers=1 (--workers "
                 "1) to resume it there, or a storage for a new study: a journal file "
                 "(journal:///path/study.log) or a database URL")

@@ -44,4 +44,4 @@ def quick_settings(tmp_path: Path) -> SearchConfig:
     diagnosed again (tests/test_stabilize_diagnosis.py covers that).
     """
     return SearchConfig(probe_steps=40, evaluations=2, seeds=2, out_dir=str(tmp_path),
-                        space="quick", trials=3, diagnose_after=False)
+                        space="quick", trials=3, diagnose_after=False, study_name="stabilizer")

@@ -110,7 +110,8 @@ def test_each_tuner_finishes_and_returns_an_applicable_configuration(tuner, smal
 
 
 def test_make_driver_builds_the_keras_tuner_driver(tmp_path):
-    settings = SearchConfig(driver="keras_tuner", tuner="hyperband", out_dir=str(tmp_path))
+    settings = SearchConfig(driver="keras_tuner", tuner="hyperband", out_dir=str(tmp_path),
+                            study_name="stabilizer")
     driver = make_driver(settings, load_space("quick"))
     assert isinstance(driver, KerasTunerDriver)
     assert driver.storage_label() == str(project(tmp_path, "stabilizer"))
@@ -118,7 +119,7 @@ def test_make_driver_builds_the_keras_tuner_driver(tmp_path):
                                           "its trials in .*; expected storage=None, or "
                                           "driver='optuna'"):
         make_driver(SearchConfig(driver="keras_tuner", storage="sqlite:///x.db",
-                                 out_dir=str(tmp_path)), load_space("quick"))
+                                 out_dir=str(tmp_path), study_name="s"), load_space("quick"))
 
 
 # -- resuming ------------------------------------------------------------------------------
@@ -128,18 +129,19 @@ def test_resume_does_not_redo_finished_trials(small_digits, tmp_path):
                   study_name="resume", **PROBE)
     first_build = CountingBuild(scenarios.healthy_mlp)
     first = stabilize(first_build, small_digits, budget=2, **common)
-    assert first_build.calls == 3  # the baseline and two trials, one seed each
+    # the check before the search, the baseline and two trials, one seed each
+    assert first_build.calls == 4
 
     again = CountingBuild(scenarios.healthy_mlp)
     same = stabilize(again, small_digits, budget=2, **common)
-    assert again.calls == 0  # baseline and trials read back from the project directory
+    assert again.calls == 1  # the check; baseline and trials read back from the project
     assert [(t.number, t.score, t.config) for t in same.trials] == \
         [(t.number, t.score, t.config) for t in first.trials]
     assert same.baseline.score == first.baseline.score
 
     more = CountingBuild(scenarios.healthy_mlp)
     extended = stabilize(more, small_digits, budget=3, **common)
-    assert more.calls == 1  # only the one missing trial
+    assert more.calls == 2  # the check and the one missing trial
     assert [t.number for t in extended.trials] == [0, 1, 2]
     assert [(t.score, t.config) for t in extended.trials[:2]] == \
         [(t.score, t.config) for t in first.trials]
@@ -153,7 +155,7 @@ def test_resume_does_not_redo_finished_trials(small_digits, tmp_path):
                                           "searched over another space; expected the same "
                                           "space, or a new study_name"):
         stabilize(more, small_digits, budget=3, **{**common, "space": "default"})
-    assert more.calls == 1  # refused before any probe
+    assert more.calls == 4  # refused before any probe (each built once by the check)
 
 
 def test_queued_trials_run_first_and_a_resumed_search_neither_loses_nor_repeats_them(
@@ -207,15 +209,15 @@ def _with(hp: keras_tuner.HyperParameters, values: dict[str, Any]) -> Any:
 def test_a_trial_cut_off_by_a_crash_is_run_again_with_the_same_values(small_digits, tmp_path):
     common = dict(space="quick", driver="keras_tuner", tuner="random", out_dir=str(tmp_path),
                   study_name="crash", budget=2, **PROBE)
-    with pytest.raises(ModelError):  # call 3 = trial 1: the search stops inside the trial
-        stabilize(CountingBuild(scenarios.healthy_mlp, broken_on={3}), small_digits, **common)
+    with pytest.raises(ModelError):  # call 4 = trial 1: the search stops inside the trial
+        stabilize(CountingBuild(scenarios.healthy_mlp, broken_on={4}), small_digits, **common)
     cut_off = json.loads((project(tmp_path, "crash") / "trial_0001"
                           / "stabilizer_record.json").read_text())
     assert cut_off["state"] == "RUNNING"
 
     build = CountingBuild(scenarios.healthy_mlp)
     result = stabilize(build, small_digits, **common)
-    assert build.calls == 1  # trial 1 again; the baseline and trial 0 are kept
+    assert build.calls == 2  # the check, trial 1 again; the baseline and trial 0 are kept
     assert [(t.number, t.state) for t in result.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
     assert result.trials[1].config.to_dict() == cut_off["config"]
 
@@ -223,7 +225,7 @@ def test_a_trial_cut_off_by_a_crash_is_run_again_with_the_same_values(small_digi
 # -- failures, divergence, pruning ---------------------------------------------------------
 
 def test_a_failing_probe_fails_its_trial_and_the_search_goes_on(small_digits, tmp_path):
-    build = CountingBuild(scenarios.healthy_mlp, raise_on={2})  # call 2 = trial 0
+    build = CountingBuild(scenarios.healthy_mlp, raise_on={3})  # call 3 = trial 0
     finished: list[Any] = []
     result = stabilize(build, small_digits, space="quick", budget=2, driver="keras_tuner",
                        tuner="random", out_dir=str(tmp_path), study_name="fails",
@@ -231,19 +233,19 @@ def test_a_failing_probe_fails_its_trial_and_the_search_goes_on(small_digits, tm
     assert [t.state for t in result.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert [(t.number, t.state, t.score) for t in finished] == \
         [(t.number, t.state, t.score) for t in result.trials]  # reported as each finished
-    assert "scripted failure on call 2" in result.trials[0].error
+    assert "scripted failure on call 3" in result.trials[0].error
     assert oracle_trials(tmp_path, "fails")[0]["status"] == "FAILED"
 
 
 def test_consecutive_failures_stop_the_search(small_digits, tmp_path):
-    build = CountingBuild(scenarios.healthy_mlp, raise_on=set(range(2, 100)))
+    build = CountingBuild(scenarios.healthy_mlp, raise_on=set(range(3, 100)))
     with pytest.raises(SearchAbortedError, match="2 trials failed in a row; last error:\n"
                                                  "build_fn raised RuntimeError: scripted "
-                                                 "failure on call 3"):
+                                                 "failure on call 4"):
         stabilize(build, small_digits, space="quick", budget=5, driver="keras_tuner",
                   tuner="hyperband", out_dir=str(tmp_path), max_consecutive_failures=2,
                   **PROBE)
-    assert build.calls == 3
+    assert build.calls == 4
 
 
 def test_diverged_candidates_report_the_finite_diverged_score(digits, tmp_path):
@@ -266,15 +268,16 @@ def _record(value: float, state: str = "COMPLETE") -> dict[str, Any]:
 
 
 def test_pruning_uses_the_optuna_drivers_rule(tmp_path):
-    driver = KerasTunerDriver(SearchConfig(out_dir=str(tmp_path), driver="keras_tuner"),
-                              load_space("quick"))
+    driver = KerasTunerDriver(SearchConfig(out_dir=str(tmp_path), driver="keras_tuner",
+                                           study_name="prune"), load_space("quick"))
     driver._records = {str(i): _record(v) for i, v in enumerate([1.0, 1.2, 0.8, 1.1])}
     assert driver._should_prune(0, -0.5)  # median 1.05, margin 1: below 0.05 is pruned
     assert not driver._should_prune(0, 0.2)
     assert not driver._should_prune(1, -5.0)  # no completed trial reported step 1
     driver._records["3"] = _record(1.1, state="PRUNED")  # only COMPLETE trials count
     assert not driver._should_prune(0, -0.5)
-    off = KerasTunerDriver(SearchConfig(out_dir=str(tmp_path), prune=False), load_space("quick"))
+    off = KerasTunerDriver(SearchConfig(out_dir=str(tmp_path), prune=False, study_name="off"),
+                           load_space("quick"))
     off._records = {str(i): _record(1.0) for i in range(6)}
     assert not off._should_prune(0, -10.0)
 

@@ -81,6 +81,7 @@ class ScriptedEvaluator:
 
 def _driver(tmp_path: Path, space: dict[str, Any], **settings: Any) -> OptunaDriver:
     options = {"trials": 4, "prune": False, "seeds": 1, "out_dir": str(tmp_path),
+               "study_name": "stabilizer",
                "storage": f"journal://{tmp_path / 'study.log'}", **settings}
     driver = OptunaDriver(SearchConfig(**options), SearchSpace.from_dict(space))
     driver.poll_seconds = 0.1
@@ -210,7 +211,8 @@ def _dead_pid() -> int:
 
 
 def test_a_trial_left_running_by_a_dead_worker_is_failed_never_counted(tmp_path):
-    study = open_study(SearchConfig(storage=f"journal://{tmp_path / 's.log'}", trials=2))
+    study = open_study(SearchConfig(storage=f"journal://{tmp_path / 's.log'}", trials=2,
+                                    study_name="stabilizer"))
     dead = study.ask()
     study._storage.set_trial_user_attr(dead._trial_id, "worker",
                                        {**this_worker(), "pid": _dead_pid(), "start": ""})
@@ -332,7 +334,7 @@ def test_an_unreachable_database_is_a_config_error_without_the_password(tmp_path
     caplog.set_level(logging.DEBUG)
     url = "postgresql+psycopg2://stab:s3cret-pw@127.0.0.1:1/stab"
     with pytest.raises(ConfigError) as info:
-        open_study(SearchConfig(storage=url, out_dir=str(tmp_path)))
+        open_study(SearchConfig(storage=url, out_dir=str(tmp_path), study_name="s"))
     assert "s3cret-pw" not in str(info.value) and "stab:***@127.0.0.1:1" in str(info.value)
     assert "s3cret-pw" not in caplog.text
 
@@ -459,27 +461,30 @@ def test_a_data_pipeline_error_fails_trials_with_the_traceback_then_stops(small_
 
     def build():
         builds["n"] += 1
-        armed["on"] = builds["n"] > 1  # the baseline reads its data; every trial fails
+        # the check before the search and the baseline read the data; every trial fails
+        armed["on"] = builds["n"] > 2
         return scenarios.healthy_mlp()
 
     with pytest.raises(SearchAbortedError, match="2 trials failed in a row") as info:
         # diagnose=False: the baseline is then exactly one build (the diagnosis builds more)
         stabilize(build, (train, val), space="quick", budget=3, seeds=1, probe_steps=6,
                   evaluations=2, out_dir=str(tmp_path), max_consecutive_failures=2,
-                  diagnose=False)
+                  diagnose=False, study_name="stabilizer")
     assert "OSError: cannot read shard" in str(info.value)
     study = optuna.load_study(study_name="stabilizer", storage=f"sqlite:///{tmp_path}/"
                                                                "stabilizer.db")
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 2
-    error = failed[0].user_attrs["error"]
-    assert "Traceback (most recent call last)" in error and "in __getitem__" in error
+    error, trace = failed[0].user_attrs["error"], failed[0].user_attrs["traceback"]
+    assert "OSError: cannot read shard" in error and "Traceback" not in error
+    assert "Traceback (most recent call last)" in trace and "in __getitem__" in trace
 
 
 @pytest.mark.slow
 def test_out_of_memory_end_to_end_skips_the_batch_size(small_digits, tmp_path):
     settings = SearchConfig(space={"batch_size": [8, 32]}, trials=2, seeds=1, probe_steps=6,
-                            evaluations=2, batch_size=8, prune=False, out_dir=str(tmp_path))
+                            evaluations=2, batch_size=8, prune=False, out_dir=str(tmp_path),
+                            study_name="stabilizer")
     open_study(settings).enqueue_trial({"batch_size": 32})
     result = stabilize(oom_above_16, small_digits, config=settings)
     assert [(t.state, t.config.batch_size) for t in result.trials] == [
@@ -494,7 +499,7 @@ def test_ctrl_c_keeps_finished_trials_and_returns_a_partial_result(small_digits,
 
     def build():
         builds["n"] += 1
-        if builds["n"] == 3:  # baseline, trial 0, then Ctrl-C during trial 1
+        if builds["n"] == 4:  # the check, baseline, trial 0, then Ctrl-C during trial 1
             raise KeyboardInterrupt
         return scenarios.healthy_mlp()
 
@@ -532,7 +537,8 @@ SIGINT_SCRIPT = textwrap.dedent("""
 
     try:
         stabilize(build_fn, (x[:300], y[:300]), space="quick", budget=50, seeds=1,
-                  probe_steps=30, evaluations=2, storage={storage!r}, prune=False)
+                  probe_steps=30, evaluations=2, storage={storage!r}, prune=False,
+                  study_name="stabilizer")
     except SearchInterrupted as exc:
         trials = [[t.number, t.state] for t in exc.result.trials]
         print(json.dumps({{"trials": trials, "summary": exc.result.summary()[:80]}}))
@@ -612,6 +618,7 @@ def test_workers_share_one_study_and_survive_a_killed_worker(small_digits, tmp_p
         result = stabilize(scenarios.healthy_mlp, small_digits, space="quick", budget=4,
                            seeds=1, probe_steps=6, evaluations=2, storage=storage,
                            out_dir=str(tmp_path), prune=False, workers=2,
+                           study_name="stabilizer",
                            progress=lambda record: finished.append(record.number))
     finally:
         stop.set()

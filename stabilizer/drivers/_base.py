@@ -9,6 +9,7 @@ from typing import Any
 
 from stabilizer.config import StabilityConfig
 from stabilizer.evaluation import Evaluator
+from stabilizer.fingerprint import Fingerprint
 
 __all__ = ["BaseDriver", "TrialRecord"]
 
@@ -63,6 +64,22 @@ class BaseDriver(abc.ABC):
 
     def save_attr(self, key: str, value: Any) -> None:
         self._attrs = {**(self._attrs or {}), key: value}
+
+    def has_history(self) -> bool:
+        """True when the store already holds trials or a baseline (a search to resume)."""
+        return self._baseline is not None
+
+    def check_fingerprint(self, fingerprint: Fingerprint, *, force: bool = False) -> None:
+        """Resume only a study made for this search (`stabilizer.fingerprint`).
+
+        A new store takes `fingerprint`; a store made for another search raises
+        `ConfigError` naming what differs, unless `force` (resume on purpose).
+        """
+        name = getattr(getattr(self, "settings", None), "study_name", None) or "memory"
+        if fingerprint.check(self.load_attr("fingerprint"), study=name,
+                             where=self.storage_label(), has_history=self.has_history(),
+                             force=force):
+            self.save_attr("fingerprint", fingerprint.to_dict())
 
     def enqueue_first(self, trials: list[dict[str, Any]]) -> bool:
         """Ask for `trials` (parameters each) as the first trials of a search with none yet.

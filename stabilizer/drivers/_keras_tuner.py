@@ -196,6 +196,8 @@ class KerasTunerSuggester:
         return self.hp.values[key]
 
     def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if len(choices) == 1:
+            return choices[0]  # fixed: not declared (`declare_space`)
         value = self._value(name)
         for choice in choices:
             if choice == value:
@@ -322,7 +324,7 @@ class KerasTunerDriver(BaseDriver):
             raise ConfigError(f"tuner={settings.tuner!r}: expected one of {', '.join(TUNERS)}")
         self.settings = settings
         self.space = space
-        self.project_dir = Path(settings.out_dir) / "keras_tuner" / settings.study_name
+        self.project_dir = Path(settings.out_dir) / "keras_tuner" / settings.study
         if settings.storage is not None:  # an Optuna database URL; not silently ignored
             raise ConfigError(f"storage is set, but the keras_tuner driver keeps its trials in "
                               f"{self.project_dir} (out_dir/keras_tuner/study_name); expected "
@@ -343,6 +345,9 @@ class KerasTunerDriver(BaseDriver):
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._check_project()
         _write_json(self.project_dir / _BASELINE, record)
+
+    def has_history(self) -> bool:
+        return (self.project_dir / _ORACLE).is_file() or (self.project_dir / _BASELINE).is_file()
 
     def load_attr(self, key: str) -> Any:
         self._check_project()
@@ -372,12 +377,12 @@ class KerasTunerDriver(BaseDriver):
             stored = _read_json(path)
             if stored.get("tuner") != meta["tuner"]:
                 raise ConfigError(
-                    f"tuner={self.settings.tuner!r}: study {self.settings.study_name!r} in "
+                    f"tuner={self.settings.tuner!r}: study {self.settings.study!r} in "
                     f"{self.project_dir} was searched with tuner={stored.get('tuner')!r}; "
                     "expected the same tuner, or a new study_name")
             if stored.get("space") != meta["space"]:
                 raise ConfigError(
-                    f"space {self.space.name!r}: study {self.settings.study_name!r} in "
+                    f"space {self.space.name!r}: study {self.settings.study!r} in "
                     f"{self.project_dir} was searched over another space; expected the "
                     "same space, or a new study_name")
         else:
@@ -488,7 +493,8 @@ class KerasTunerDriver(BaseDriver):
         try:
             evaluation = evaluator.evaluate(config, hp if evaluator.uses_hp else None, report)
         except ProbeFailedError as exc:
-            record.update(state="FAIL", error=str(exc)[-4000:], user_params=_user_params(hp),
+            record.update(state="FAIL", error=str(exc)[-4000:], traceback=exc.traceback[-8000:],
+                          user_params=_user_params(hp),
                           intermediate=intermediate, seconds=time.perf_counter() - start)
             return self._end(oracle, trial, record)
         record.update(user_params=_user_params(hp), curves=evaluation.curves,

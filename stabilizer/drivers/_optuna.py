@@ -228,11 +228,11 @@ def open_study(settings: SearchConfig, *, seed_offset: int | None = None) -> opt
                                  n_startup_trials=min(8, max(2, settings.trials // 3)))
     pruner = StabilityPruner() if settings.prune else optuna.pruners.NopPruner()
     try:
-        return optuna.create_study(storage=storage, study_name=settings.study_name,
+        return optuna.create_study(storage=storage, study_name=settings.study,
                                    direction="maximize", sampler=sampler, pruner=pruner,
                                    load_if_exists=True)
     except optuna.exceptions.DuplicatedStudyError:  # created by another worker meanwhile
-        return optuna.load_study(storage=storage, study_name=settings.study_name,
+        return optuna.load_study(storage=storage, study_name=settings.study,
                                  sampler=sampler, pruner=pruner)
 
 
@@ -513,6 +513,10 @@ class OptunaDriver(BaseDriver):
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._study().set_user_attr("baseline", record)
 
+    def has_history(self) -> bool:
+        study = self._study()
+        return bool(study.get_trials(deepcopy=False)) or "baseline" in study.user_attrs
+
     def load_attr(self, key: str) -> Any:
         return self._study().user_attrs.get(key)
 
@@ -619,13 +623,13 @@ class OptunaDriver(BaseDriver):
             first_line = _mask(str(exc).splitlines()[0])[:500]
             trial.study.set_user_attr(f"{INFEASIBLE_PREFIX}{exc.batch_size}", first_line)
             trial.set_user_attr("out_of_memory", exc.batch_size)
-            trial.set_user_attr("error", _error_text(exc))
+            _set_error(trial, exc)
             if self.settings.verbose:
                 print(f"trial {trial.number}: out of memory at batch_size={exc.batch_size}; "
                       "that batch size is skipped from now on", flush=True)
             raise
         except ProbeFailedError as exc:
-            trial.set_user_attr("error", _error_text(exc))
+            _set_error(trial, exc)
             raise
         if hp is not None:
             trial.set_user_attr("user_params", hp.values)
@@ -641,7 +645,14 @@ class OptunaDriver(BaseDriver):
         return evaluation.score
 
 
-def _error_text(exc: BaseException, limit: int = 4000) -> str:
+def _set_error(trial: optuna.Trial, exc: ProbeFailedError) -> None:
+    """The failed trial keeps the error's message and, apart, its traceback."""
+    trial.set_user_attr("error", _error_text(exc))
+    if exc.traceback:
+        trial.set_user_attr("traceback", _error_text(exc.traceback, 8000))
+
+
+def _error_text(exc: BaseException | str, limit: int = 4000) -> str:
     """The error message for the trial: its first line and the end of its traceback."""
     text = _mask(str(exc))
     if len(text) <= limit:
