@@ -54,9 +54,11 @@ class ProbeData:
             order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:needed]
             return {"x": self.x[order], "y": self.y[order], "batch_size": batch_size,
                     "shuffle": False, "validation_data": (self.x_val, self.y_val)}
+        # a pipeline shuffles itself (Keras ignores shuffle=True for one, and warns)
         if self.kind == "tf.data" and not self.fixed_batch:
-            return {"x": self.x.batch(batch_size), "validation_data": self.x_val.batch(batch_size)}
-        return {"x": self.x, "validation_data": self.x_val}
+            return {"x": self.x.batch(batch_size), "shuffle": False,
+                    "validation_data": self.x_val.batch(batch_size)}
+        return {"x": self.x, "shuffle": False, "validation_data": self.x_val}
 
     def validation_batches(self, batch_size: int) -> dict[str, Any]:
         """Keyword arguments for `model.evaluate` on the validation data."""

@@ -179,6 +179,19 @@ def test_a_pydataset_fixes_the_batch_size_so_none_is_searched_or_returned(small_
                for n in result.space_notes)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data needs TensorFlow")
+def test_a_batched_tf_dataset_fixes_the_batch_size_too(small_digits, tmp_path):
+    import tensorflow as tf
+
+    x, y = small_digits
+    data = (tf.data.Dataset.from_tensor_slices((x[:320], y[:320])).batch(16),
+            tf.data.Dataset.from_tensor_slices((x[320:], y[320:])).batch(16))
+    result = stabilize(scenarios.healthy_mlp, data, out_dir=str(tmp_path), **TINY)
+    assert result.best_config.batch_size is None and "batch_size" not in result.fit_kwargs()
+    assert any("a batched tf.data.Dataset, which fixes its own batch size" in note
+               for note in result.space_notes)
+
+
 def test_a_value_its_probes_did_not_apply_is_not_chosen_but_listed():
     config = StabilityConfig(batch_size=128, learning_rate=0.01, bn_momentum=0.9)
     not_applied = ["batch_size=128: the data (pydataset) fixes its own batch size",
