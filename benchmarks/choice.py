@@ -17,10 +17,12 @@ It also replays one family of alternative choice rules on the same judged trials
 "conservative near the best": among the stable trials whose median final probe
 loss is within ``(1 + tau)`` of the chosen trial's, take the one with the smallest
 learning rate (short probes favour aggressive learning rates; the judge trains 3-4x
-longer). Kept here as the record of a measured and rejected idea (README). And a
+longer). Kept here as the record of a measured and rejected idea
+(docs/experiments/misses-every-trial-judged.md). And a
 second, "the generalization gap" (`gap_pick`): the choice with ``weight`` x the
 trial's gap (`gap_penalty`, from its stored probe ends) taken off every score, the
-replay that led to the gap's place in `stabilizer.scoring` (README). ``--replay``
+replay that led to the gap's place in `stabilizer.scoring`
+(docs/experiments/generalization-gap.md). ``--replay``
 recomputes both on a stored report.
 
 Usage (from the repository root)::

@@ -6,8 +6,7 @@ study name: it runs one trial at a time until the study's budget is spent, and
 the storage decides who runs what, so each trial runs exactly once (see
 `stabilizer.drivers._optuna`). Workers need not be started by this module:
 ``stabilizer search`` or `stabilize()` started on several machines with one
-PostgreSQL URL and study name cooperate the same way (README, "Several workers
-and PostgreSQL").
+PostgreSQL URL and study name cooperate the same way (docs/workers.md).
 
 Here the calling process probes the baseline (the user's own configuration)
 once, starts N worker processes (multiprocessing "spawn": nothing is forked
