@@ -154,7 +154,7 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
                 if fresh and not before.healthy:
                     driver.enqueue_first(_first_trials(before, driver.space, probe_data))
             if source is not None:
-                run_workers(workers, source, settings,
+                run_workers(workers, source, settings, body=run_search,
                             records=driver.records,  # type: ignore[attr-defined]
                             progress=progress)
                 records = driver.records()  # type: ignore[attr-defined]

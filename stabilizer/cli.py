@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
 import json
 import sys
 import warnings
@@ -31,88 +29,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from stabilizer.config import RunConfig, SearchConfig, StabilityConfig
+from stabilizer.config import (
+    RunConfig,
+    SearchConfig,
+    StabilityConfig,
+    load_data,
+    load_run,
+    load_target,
+    one_line,
+)
 from stabilizer.errors import ConfigError, SearchInterrupted, StabilizerError
 
 __all__ = ["main", "build_parser", "load_target", "load_data", "load_result", "prepare_run",
            "PreparedRun"]
-
-_TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
-
-
-# -- loading what a config names ------------------------------------------------------------------
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def _ensure_on_path(folder: Path) -> None:
-    entry = str(folder)
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
-
-
-def load_target(key: str, spec: str, base_dir: Path) -> Callable[..., Any]:
-    """Import the function named by ``module:function`` or ``path/to/file.py:function``.
-
-    A file path is relative to `base_dir` (the config file's folder); a module is
-    imported with `base_dir` and the working directory on ``sys.path``.
-    """
-    target, _, name = spec.rpartition(":")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).expanduser()
-        path = path if path.is_absolute() else base_dir / path
-        if not path.is_file():
-            raise ConfigError(f"{key}={spec!r}: file {str(path)!r} not found; expected "
-                              f"{_TARGET_HELP} (a file path is relative to the config file)")
-        module = _import_file(key, spec, path)
-        origin = str(path)
-    else:
-        module = _import_module(key, spec, target, base_dir)
-        origin = f"module {target!r}"
-    function = getattr(module, name, None)
-    if function is None:
-        raise ConfigError(f"{key}={spec!r}: {origin} has no function {name!r}")
-    if not callable(function):
-        raise ConfigError(f"{key}={spec!r}: {origin}.{name} is a {type(function).__name__}; "
-                          "expected a function")
-    return function  # type: ignore[no-any-return]
-
-
-def _import_file(key: str, spec: str, path: Path) -> Any:
-    _ensure_on_path(path.resolve().parent)
-    module_name = f"_stabilizer_config_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ConfigError(f"{key}={spec!r}: {str(path)!r} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise ConfigError(f"{key}={spec!r}: importing {str(path)!r} raised "
-                          f"{type(exc).__name__}: {_one_line(str(exc))}") from None
-    return module
-
-
-def _import_module(key: str, spec: str, target: str, base_dir: Path) -> Any:
-    _ensure_on_path(Path.cwd())
-    _ensure_on_path(base_dir.resolve())
-    try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as exc:
-        if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
-            raise ConfigError(f"{key}={spec!r}: no module named {exc.name!r}; expected "
-                              f"{_TARGET_HELP}") from None
-        raise ConfigError(f"{key}={spec!r}: importing module {target!r} failed: "
-                          f"{_one_line(str(exc))}") from None
-    except Exception as exc:
-        raise ConfigError(f"{key}={spec!r}: importing module {target!r} raised "
-                          f"{type(exc).__name__}: {_one_line(str(exc))}") from None
-
 
 def check_model_factory(spec: str, build_fn: Callable[..., Any], settings: SearchConfig) -> None:
     """Call the factory once: it must return a keras.Model the search can compile."""
@@ -126,82 +57,14 @@ def check_model_factory(spec: str, build_fn: Callable[..., Any], settings: Searc
         model = function(replay_hyperparameters({})) if uses_hp else function()
     except Exception as exc:
         raise ConfigError(f"model={spec!r}: calling it raised {type(exc).__name__}: "
-                          f"{_one_line(str(exc))}") from None
+                          f"{one_line(str(exc))}") from None
     if not isinstance(model, keras.Model):
         raise ConfigError(f"model={spec!r}: returned {type(model).__name__}; "
                           "expected a keras.Model")
     try:
         CompileSpec.from_model(model, settings)
     except ModelError as exc:
-        raise ConfigError(f"model={spec!r}: {_one_line(str(exc))}") from None
-
-
-def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A bundled scikit-learn data set, ready to train on.
-
-    Features are scaled (digits to [0, 1], the others standardized); class labels
-    are int32; the diabetes regression target is standardized.
-    """
-    try:
-        from sklearn import datasets
-    except ImportError:
-        raise ConfigError(f"data='sklearn:{name}': scikit-learn is not installed; "
-                          "pip install scikit-learn") from None
-    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    x = np.asarray(x, dtype=np.float32)
-    if name == "digits":
-        x = x / 16.0
-    else:
-        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
-    if name == "diabetes":
-        y = ((y - y.mean()) / y.std()).astype(np.float32)
-    else:
-        y = np.asarray(y, dtype=np.int32)
-    return x, y
-
-
-_NPZ_KEYS = ("x", "y", "x_val", "y_val")
-
-
-def _npz_data(spec: str, base_dir: Path) -> tuple[np.ndarray, ...]:
-    path = Path(spec).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
-        raise ConfigError(f"data={spec!r}: file {str(path)!r} not found "
-                          "(a path is relative to the config file)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except Exception as exc:
-        raise ConfigError(f"data={spec!r}: cannot read {str(path)!r} as .npz "
-                          f"({type(exc).__name__}: {_one_line(str(exc))})") from None
-    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
-    if unknown:
-        raise ConfigError(f"data={spec!r}: unexpected array {unknown[0]!r}; expected "
-                          "x, y and optionally x_val, y_val")
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise ConfigError(f"data={spec!r}: missing array {key!r}; expected x, y and "
-                              "optionally x_val, y_val")
-    if ("x_val" in arrays) != ("y_val" in arrays):
-        missing = "y_val" if "x_val" in arrays else "x_val"
-        raise ConfigError(f"data={spec!r}: missing array {missing!r}; expected both x_val "
-                          "and y_val or neither")
-    return tuple(arrays[k] for k in _NPZ_KEYS if k in arrays)
-
-
-def load_data(spec: str, base_dir: Path) -> Any:
-    """The data a `RunConfig.data` string names (validated later by `prepare_data`)."""
-    if spec.startswith("sklearn:"):
-        return _sklearn_data(spec.split(":", 1)[1])
-    if spec.endswith(".npz"):
-        return _npz_data(spec, base_dir)
-    function = load_target("data", spec, base_dir)
-    try:
-        return function()
-    except Exception as exc:
-        raise ConfigError(f"data={spec!r}: calling it raised {type(exc).__name__}: "
-                          f"{_one_line(str(exc))}") from None
+        raise ConfigError(f"model={spec!r}: {one_line(str(exc))}") from None
 
 
 @dataclasses.dataclass
@@ -219,33 +82,29 @@ class PreparedRun:
 
 
 def prepare_run(run: RunConfig, base_dir: Path) -> PreparedRun:
-    """Load and check the model factory, the data and the space; raise `ConfigError`."""
+    """Load (`stabilizer.config.load_run`) and check the model factory, the data and the
+    space, each error a `ConfigError` naming the config's field."""
     from stabilizer.data import prepare_data
     from stabilizer.probe import batch_size_of
     from stabilizer.space import load_space
 
     settings = run.search
-    space = settings.space
-    if isinstance(space, str) and space.endswith((".yaml", ".yml")):
-        path = Path(space).expanduser()
-        space = str(path if path.is_absolute() else base_dir / path)
+    loaded = load_run(run, base_dir)
     try:
-        space_obj = load_space(space)
+        space_obj = load_space(loaded.space)
     except ConfigError as exc:
-        raise ConfigError(f"search.space: {_one_line(str(exc))}") from None
-    build_fn = load_target("model", run.model, base_dir)
-    check_model_factory(run.model, build_fn, settings)
-    data = load_data(run.data, base_dir)
+        raise ConfigError(f"search.space: {one_line(str(exc))}") from None
+    check_model_factory(run.model, loaded.build_fn, settings)
     try:
-        probe_data = prepare_data(data, validation_split=settings.validation_split,
+        probe_data = prepare_data(loaded.data, validation_split=settings.validation_split,
                                   seed=settings.seed)
     except ConfigError as exc:
-        raise ConfigError(f"data={run.data!r}: {_one_line(str(exc))}") from None
+        raise ConfigError(f"data={run.data!r}: {one_line(str(exc))}") from None
     try:
         batch_size_of(StabilityConfig(), settings, probe_data)
     except ConfigError as exc:
-        raise ConfigError(f"search.{_one_line(str(exc))}") from None
-    return PreparedRun(run, build_fn, data, space_obj)
+        raise ConfigError(f"search.{one_line(str(exc))}") from None
+    return PreparedRun(run, loaded.build_fn, loaded.data, space_obj)
 
 
 def _load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunConfig, Path]:
@@ -263,7 +122,7 @@ def _load_config(path: str, args: argparse.Namespace | None = None) -> tuple[Run
                                   resume=getattr(args, "resume", None),
                                   space=space, out_dir=getattr(args, "out", None))
         except ConfigError as exc:
-            raise ConfigError(f"command line: {_one_line(str(exc))}") from None
+            raise ConfigError(f"command line: {one_line(str(exc))}") from None
     return run, config_path.resolve().parent
 
 
@@ -300,7 +159,7 @@ def load_result(study_name: str, storage: str) -> Any:
     try:  # an RDB URL or a journal file
         rdb = open_storage(storage)
     except ConfigError as exc:
-        raise ConfigError(_one_line(str(exc))) from None
+        raise ConfigError(one_line(str(exc))) from None
     try:
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
@@ -542,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigError as exc:
-        print(f"{where}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{where}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except StabilizerError as exc:
         print(f"{where}: {exc}", file=sys.stderr)

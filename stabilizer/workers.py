@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stabilizer.config import SearchConfig
+from stabilizer.config import RunConfig, SearchConfig, load_run
 from stabilizer.drivers._base import TrialRecord
 from stabilizer.drivers._optuna import _mask, open_storage, raise_if_interrupted
 from stabilizer.errors import ConfigError, SearchAbortedError, StabilizerError
@@ -131,28 +131,31 @@ class RunConfigSource(WorkerSource):
     base_dir: str
 
     def load(self) -> tuple[Callable[..., Any], Any, Any]:
-        from stabilizer.cli import prepare_run  # the CLI's loaders, run in the worker
-        from stabilizer.config import RunConfig
-
-        prepared = prepare_run(RunConfig.from_dict(self.run), Path(self.base_dir))
-        return prepared.build_fn, prepared.data, prepared.space
+        # the search checks them again before its first probe (`prepare_search`)
+        loaded = load_run(RunConfig.from_dict(self.run), Path(self.base_dir))
+        return loaded.build_fn, loaded.data, loaded.space
 
 
-def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str) -> None:
-    """Body of one worker process: an ordinary single-process search."""
+#: What a worker runs: ``body(build_fn, data, space, settings, diagnose_after=False)``, an
+#: ordinary single-process search (`stabilizer.api.run_search`), handed in by the caller.
+WorkerBody = Callable[..., Any]
+
+
+def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str,
+                 body: WorkerBody) -> None:
+    """One worker process: `body` on what `source` loads."""
     import optuna
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even if inherited ignored
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     code = 0
     try:
-        from stabilizer.api import run_search
         from stabilizer.space import load_space
 
         build_fn, data, space = source.load()
         # The calling process diagnoses the chosen configuration once all are done.
-        run_search(build_fn, data, load_space(space), SearchConfig.from_dict(settings),
-                   diagnose_after=False)
+        body(build_fn, data, load_space(space), SearchConfig.from_dict(settings),
+             diagnose_after=False)
     except KeyboardInterrupt:
         code = 130
     except StabilizerError as exc:
@@ -167,12 +170,13 @@ def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str
 
 
 def run_workers(workers: int, source: WorkerSource, settings: SearchConfig, *,
-                records: Callable[[], list[TrialRecord]],
+                body: WorkerBody, records: Callable[[], list[TrialRecord]],
                 progress: Callable[[TrialRecord], None] | None = None,
                 poll_seconds: float = 1.0) -> None:
     """Run `workers` processes on the study of `settings` until its budget is spent.
 
-    `records` reads the study's trials (`OptunaDriver.records`); `progress` is
+    Each process runs `body` (a module-level function, sent by reference) on what
+    `source` loads. `records` reads the study's trials (`OptunaDriver.records`); `progress` is
     called once with each trial that finishes meanwhile. Raises
     `SearchAbortedError` when the workers stopped before the budget was spent
     (their errors in the message), and `KeyboardInterrupt` after passing a
@@ -183,7 +187,7 @@ def run_workers(workers: int, source: WorkerSource, settings: SearchConfig, *,
     with tempfile.TemporaryDirectory(prefix="stabilizer-workers-") as folder:
         errors = [str(Path(folder) / f"worker-{i}.err") for i in range(workers)]
         processes = [context.Process(target=_worker_main, name=f"stabilizer-worker-{i}",
-                                     args=(source, settings.to_dict(), errors[i]))
+                                     args=(source, settings.to_dict(), errors[i], body))
                      for i in range(workers)]
         for process in processes:
             process.start()

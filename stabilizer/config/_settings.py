@@ -33,6 +33,8 @@ __all__ = [
     "NORMALIZATIONS",
     "OUTPUT_BIASES",
     "RESUME_MODES",
+    "TARGET_HELP",
+    "check_initializer",
 ]
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
@@ -345,18 +347,18 @@ class SearchConfig(_YamlMixin):
 
 #: Data sets bundled with scikit-learn that `RunConfig.data` may name as "sklearn:<name>".
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
-_TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
+TARGET_HELP = "'module:function' or 'path/to/file.py:function'"
 _DATA_HELP = ("'sklearn:<name>' (" + ", ".join(SKLEARN_DATASETS) + "), a path to an .npz file "
-              "with arrays x, y (optionally x_val, y_val), or " + _TARGET_HELP)
+              "with arrays x, y (optionally x_val, y_val), or " + TARGET_HELP)
 
 
 def _check_target(name: str, value: Any) -> str:
     """A 'module:function' or 'file.py:function' reference (not imported here)."""
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"{name}={value!r}: expected {_TARGET_HELP}")
+        raise ConfigError(f"{name}={value!r}: expected {TARGET_HELP}")
     target, _, function = value.rpartition(":")
     if not target or not function.isidentifier():
-        raise ConfigError(f"{name}={value!r}: expected {_TARGET_HELP}")
+        raise ConfigError(f"{name}={value!r}: expected {TARGET_HELP}")
     return value
 
 
@@ -372,7 +374,7 @@ class RunConfig(_YamlMixin):
     """
 
     model: str = dataclasses.field(metadata={"help": (
-        f"the model factory: {_TARGET_HELP}; it returns a compiled keras.Model (or takes "
+        f"the model factory: {TARGET_HELP}; it returns a compiled keras.Model (or takes "
         "a KerasTuner `hp`)")})
     data: str = dataclasses.field(metadata={"help": f"the training data: {_DATA_HELP}"})
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig, metadata={
@@ -407,7 +409,7 @@ class RunConfig(_YamlMixin):
         for key in ("model", "data"):
             if key not in data:
                 raise ConfigError(f"{where}: missing key {key!r}; expected "
-                                  f"{_TARGET_HELP if key == 'model' else _DATA_HELP}")
+                                  f"{TARGET_HELP if key == 'model' else _DATA_HELP}")
         search = data.get("search") or {}
         if not isinstance(search, SearchConfig):
             try:
