@@ -3,7 +3,7 @@
 `benchmarks.compare` judges only the configuration each method returns. When the
 stabilizer misses a repair, that leaves open whether the search never probed a
 configuration the judge would pass, or probed one and the choice (the stability
-score and `stabilizer.choice.choose_best`) preferred another. This script runs the
+score and `stabilizer.search.choose_best`) preferred another. This script runs the
 stabilizer exactly as `compare` does (same preset, data split, seeds and budget:
 `benchmarks.compare.stabilizer_search`), then trains the baseline and **every
 completed trial** with `benchmarks.judge` and reports, per scenario, which trials
@@ -199,7 +199,7 @@ def gap_pick(row: dict[str, Any], weight: float) -> dict[str, Any] | None:
 
     For reports whose scores do not count the gap yet (made before it entered
     `stabilizer.scoring`); on later ones it counts the gap a second time. Stable trials
-    first, as `stabilizer.choice.choose_best` ranks; a kept baseline stays kept.
+    first, as `stabilizer.search.choose_best` ranks; a kept baseline stays kept.
     """
     if row["chosen"] is None:
         return None

@@ -155,7 +155,7 @@ def keras_tuner_random(build_fn: Any, space: Any, settings: Any, data: Any,
     """(b): KerasTuner `RandomSearch` over `space` on plain final validation loss."""
     import keras_tuner
 
-    from stabilizer.drivers._keras_tuner import KerasTunerSuggester, declare_space
+    from stabilizer.search.keras_tuner import KerasTunerSuggester, declare_space
 
     hp = keras_tuner.HyperParameters()
     declare_space(space, hp, max_batch_size=data.train_size)
@@ -186,7 +186,7 @@ def optuna_tpe(build_fn: Any, space: Any, settings: Any, data: Any, workdir: Pat
     """(c): Optuna TPE over `space` on plain final validation loss (in-memory study)."""
     import optuna
 
-    from stabilizer.drivers._optuna import OptunaSuggester
+    from stabilizer.search.optuna import OptunaSuggester
 
     records: list[tuple[Any, float]] = []
     steps = 0

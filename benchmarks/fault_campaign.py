@@ -158,7 +158,7 @@ def _spawn(args: argparse.Namespace, log_dir: Path) -> subprocess.Popen[bytes]:
 def _load(storage: str) -> Any:
     import optuna
 
-    from stabilizer.drivers._optuna import open_storage
+    from stabilizer.search.optuna import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

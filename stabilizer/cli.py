@@ -146,12 +146,13 @@ def load_result(study_name: str, storage: str) -> Any:
     """
     import optuna
 
-    from stabilizer.choice import choose_best, restore_nan
-    from stabilizer.drivers._optuna import _mask, journal_path, open_storage, records_from_study
+    from stabilizer.errors import mask_secrets
     from stabilizer.result import Candidate, StabilityResult
     from stabilizer.scoring import ScoreComponents
+    from stabilizer.search._choice import choose_best, restore_nan
+    from stabilizer.search.optuna import journal_path, open_storage, records_from_study
 
-    label = _mask(storage)
+    label = mask_secrets(storage)
     for kind, path in (("database", _sqlite_path(storage)), ("journal", journal_path(storage))):
         if path is not None and not path.is_file():  # opening would create an empty one
             raise ConfigError(f"storage={label!r}: {kind} file {str(path)!r} not found; "
@@ -219,11 +220,11 @@ def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) a search and write its report folder."""
-    from stabilizer.api import prepare_search, run_search
-    from stabilizer.drivers._optuna import _mask
+    from stabilizer.errors import mask_secrets
     from stabilizer.progress import ProgressLine
     from stabilizer.report import write_report
-    from stabilizer.workers import RunConfigSource, storage_for_workers
+    from stabilizer.search import prepare_search, run_search
+    from stabilizer.search._workers import RunConfigSource, storage_for_workers
 
     run, base_dir = _load_config(args.config, args)
     prepared = prepare_run(run, base_dir)
@@ -236,7 +237,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     existing: list[Any] = []
     baseline_stored = False
     if settings.driver == "optuna":
-        from stabilizer.drivers._optuna import OptunaDriver, records_from_study
+        from stabilizer.search.optuna import OptunaDriver, records_from_study
 
         driver = OptunaDriver(settings, prepared.space)  # opens (creates) the study
         driver.check_fingerprint(search.fingerprint, force=settings.resume == "force")
@@ -246,7 +247,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         existing = records_from_study(study)
         baseline_stored = "baseline" in study.user_attrs
     progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
-    progress.note(f"study {settings.study!r} ({_mask(settings.resolved_storage())}): "
+    progress.note(f"study {settings.study!r} ({mask_secrets(settings.resolved_storage())}): "
                   f"{progress.done} of {settings.trials} trials done")
     if not baseline_stored:
         progress.note("diagnosing your own configuration (the baseline) ..." if settings.diagnose

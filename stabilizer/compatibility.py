@@ -3,7 +3,7 @@ and the space cut down to the dimensions that can change this model.
 
 `inspect_model` calls `build_fn` once (seeded like the first probe) and returns a
 `ModelFacts`: the model and its compile arguments (for the study's fingerprint,
-`stabilizer.fingerprint`) and what the model has (BatchNormalization layers, layers
+`stabilizer.search.Fingerprint`) and what the model has (BatchNormalization layers, layers
 with kernel initializers, a settable output bias). On the way it checks that the data
 fits the model, so a mismatch is a `DataError` naming the argument before any probe
 runs, not a failed trial carrying a Keras traceback:

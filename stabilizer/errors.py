@@ -12,6 +12,7 @@ import re
 
 __all__ = [
     "clean_message",
+    "mask_secrets",
     "StabilizerError",
     "ConfigError",
     "DataError",
@@ -113,3 +114,12 @@ def clean_message(exc: BaseException | str, limit: int = 600) -> str:
         kept.append(stripped)
     joined = " ".join(kept) or text.strip()
     return joined if len(joined) <= limit else joined[:limit - 3].rstrip() + "..."
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^\s'\"]*)@")
+_PARAM_PASSWORD = re.compile(r"((?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """Hide the password of database URLs in `text` (user:password@ and ?password=)."""
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO
 
-from stabilizer.drivers._base import TrialRecord
+from stabilizer.result import TrialRecord
 
 __all__ = ["ProgressLine", "format_duration"]
 

@@ -35,9 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stabilizer.diagnosis import _clean
-from stabilizer.drivers._base import TrialRecord
-from stabilizer.drivers._optuna import _mask
-from stabilizer.result import Candidate, StabilityResult
+from stabilizer.errors import mask_secrets
+from stabilizer.result import Candidate, StabilityResult, TrialRecord
 from stabilizer.scoring import WEIGHTS
 
 if TYPE_CHECKING:
@@ -438,7 +437,7 @@ def summary_dict(result: StabilityResult) -> dict[str, Any]:
     """The facts of the report as JSON-ready data (NaN becomes null)."""
     settings = result.settings.to_dict()
     if settings.get("storage"):
-        settings["storage"] = _mask(settings["storage"])
+        settings["storage"] = mask_secrets(settings["storage"])
     return {
         "study_name": result.study_name,
         "storage": result.storage,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.drivers._base import TrialRecord
 from stabilizer.errors import ConfigError
 from stabilizer.model import (
     AppliedModel,
@@ -33,11 +32,32 @@ from stabilizer.scoring import ScoreComponents
 if TYPE_CHECKING:
     from stabilizer.diagnosis import Diagnosis
 
-__all__ = ["StabilityResult", "Candidate", "TrialTable", "applied_only"]
+__all__ = ["StabilityResult", "Candidate", "TrialRecord", "TrialTable", "applied_only"]
 
 _TABLE_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "quality",
                   "oscillation", "spike_rate", "explode_rate", "vanishing_share",
                   "seed_spread", "generalization_gap", "progress", "config")
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """One finished (or failed, or pruned) trial, as read back from the driver's store."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED", "FAIL" or "RUNNING"
+    score: float | None
+    config: StabilityConfig | None
+    user_params: dict[str, Any]
+    components: dict[str, Any] | None
+    curves: list[dict[str, Any]]
+    error: str | None = None
+    seconds: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.components:
+            return str(self.components.get("verdict"))
+        return self.state.lower()
 
 
 @dataclasses.dataclass
@@ -114,7 +134,7 @@ class StabilityResult:
     #: True when the data fixed its own batch size (a PyDataset, a batched tf.data.Dataset)
     fixed_batch: bool = False
     #: why the baseline was kept over a trial that learns less, or the trade a chosen
-    #: trial that learns less makes (`stabilizer.choice`); "" otherwise
+    #: trial that learns less makes (`stabilizer.search.choose_best`); "" otherwise
     choice_note: str = ""
 
     def __post_init__(self) -> None:

@@ -19,11 +19,11 @@ import pytest
 import scenarios
 
 from stabilizer import SearchConfig, SearchSpace, StabilityConfig, load_space, stabilize
-from stabilizer.drivers._keras_tuner import KerasTunerSuggester, declare_space
-from stabilizer.drivers._optuna import OptunaSuggester
 from stabilizer.model import apply_config
 from stabilizer.result import Candidate
 from stabilizer.scoring import ScoreComponents
+from stabilizer.search.keras_tuner import KerasTunerSuggester, declare_space
+from stabilizer.search.optuna import OptunaSuggester
 from stabilizer.space import CONDITIONS, Choice, Fixed, FloatRange, bundled_spaces
 
 BUNDLED = ("default", "quick", "small_batch", "recurrent", "convolutional")

@@ -18,9 +18,9 @@ import yaml
 
 from stabilizer.cli import load_data, load_result, load_target, main, prepare_run
 from stabilizer.config import SKLEARN_DATASETS, RunConfig, SearchConfig, StabilityConfig
-from stabilizer.drivers._base import TrialRecord
 from stabilizer.errors import ConfigError
 from stabilizer.progress import ProgressLine, format_duration
+from stabilizer.result import TrialRecord
 from stabilizer.space import bundled_spaces, load_space
 
 REPO = Path(__file__).resolve().parents[1]

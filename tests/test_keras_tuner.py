@@ -22,13 +22,13 @@ from stabilizer import (
     StabilityResult,
     stabilize,
 )
-from stabilizer.drivers import make_driver
-from stabilizer.drivers._keras_tuner import (
+from stabilizer.scoring import DIVERGED_SCORE
+from stabilizer.search import make_driver
+from stabilizer.search.keras_tuner import (
     KerasTunerDriver,
     KerasTunerSuggester,
     declare_space,
 )
-from stabilizer.scoring import DIVERGED_SCORE
 from stabilizer.space import Choice, FloatRange, load_space
 
 # diagnose=False: the build counts below assume the baseline is one build (one seed);
@@ -161,7 +161,7 @@ def test_resume_does_not_redo_finished_trials(small_digits, tmp_path):
 def test_queued_trials_run_first_and_a_resumed_search_neither_loses_nor_repeats_them(
         small_digits, tmp_path):
     from stabilizer.data import prepare_data
-    from stabilizer.evaluation import Evaluator
+    from stabilizer.search._evaluator import Evaluator
 
     def search(budget: int) -> list[Any]:
         settings = SearchConfig(space="quick", trials=budget, driver="keras_tuner",
@@ -184,7 +184,7 @@ def test_queued_trials_run_first_and_a_resumed_search_neither_loses_nor_repeats_
 
 
 def test_a_queued_parent_value_brings_in_its_child_and_a_value_outside_the_space_is_dropped():
-    from stabilizer.drivers._keras_tuner import _merged_values
+    from stabilizer.search.keras_tuner._driver import _merged_values
 
     hp = keras_tuner.HyperParameters()
     declare_space(load_space("default"), hp)

@@ -29,7 +29,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from stabilizer.drivers._optuna import open_storage
+from stabilizer.search.optuna import open_storage
 
 TESTS = Path(__file__).parent
 PASSWORD = "pg-s3cret-Xy7"

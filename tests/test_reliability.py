@@ -28,24 +28,27 @@ from optuna.trial import TrialState
 from stabilizer import ConfigError, SearchAbortedError, SearchConfig, StabilityConfig, stabilize
 from stabilizer.cli import load_result
 from stabilizer.data import prepare_data
-from stabilizer.drivers._optuna import (
+from stabilizer.errors import (
+    ProbeFailedError,
+    ProbeOutOfMemoryError,
+    SearchInterrupted,
+    mask_secrets,
+)
+from stabilizer.probe import is_out_of_memory, run_probe
+from stabilizer.scoring import ScoreComponents, score_traces
+from stabilizer.search import catch_interrupts, raise_if_interrupted
+from stabilizer.search._evaluator import Evaluation
+from stabilizer.search._workers import storage_for_workers
+from stabilizer.search.optuna import (
     OptunaDriver,
     TrialSeededSampler,
-    _mask,
-    catch_interrupts,
     fail_lost_trials,
     infeasible_batch_sizes,
     open_storage,
     open_study,
-    raise_if_interrupted,
     this_worker,
 )
-from stabilizer.errors import ProbeFailedError, ProbeOutOfMemoryError, SearchInterrupted
-from stabilizer.evaluation import Evaluation
-from stabilizer.probe import is_out_of_memory, run_probe
-from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.space import SearchSpace
-from stabilizer.workers import storage_for_workers
 
 TESTS = Path(__file__).parent
 
@@ -279,7 +282,7 @@ def test_a_search_on_an_sqlite_file_claims_the_baseline_without_waiting(tmp_path
     # driver's sleeps are recorded, not timed: a loaded machine's round trips vary.
     sleeps: list[float] = []
     real_sleep = time.sleep
-    monkeypatch.setattr("stabilizer.drivers._optuna.time.sleep",
+    monkeypatch.setattr("stabilizer.search.optuna._driver.time.sleep",
                         lambda s: (sleeps.append(s), real_sleep(s)))
     alone = _driver(tmp_path, {"learning_rate": [1e-3]},
                     storage=f"sqlite:///{tmp_path / 'study.db'}")
@@ -327,7 +330,7 @@ def test_storage_for_workers(tmp_path):
     ("sqlite:///out/study.db", "sqlite:///out/study.db"),
 ])
 def test_passwords_are_masked(url, masked):
-    assert _mask(f"storage={url!r} failed") == f"storage={masked!r} failed"
+    assert mask_secrets(f"storage={url!r} failed") == f"storage={masked!r} failed"
 
 
 def test_an_unreachable_database_is_a_config_error_without_the_password(tmp_path, caplog):

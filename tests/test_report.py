@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.drivers._base import TrialRecord
 from stabilizer.report import (
     MIN_TRIALS_FOR_IMPORTANCE,
     PLOTS,
@@ -23,7 +22,7 @@ from stabilizer.report import (
     summary_dict,
     write_report,
 )
-from stabilizer.result import Candidate, StabilityResult, TrialTable
+from stabilizer.result import Candidate, StabilityResult, TrialRecord, TrialTable
 from stabilizer.scoring import DIVERGED_SCORE, ScoreComponents
 
 LAYERS = ["dense", "dense_1", "dense_2"]

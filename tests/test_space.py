@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from stabilizer import ConfigError, SearchSpace, StabilityConfig, load_space
-from stabilizer.drivers._optuna import OptunaSuggester
+from stabilizer.search.optuna import OptunaSuggester
 from stabilizer.space import Choice, Fixed, FloatRange, bundled_spaces
 
 

@@ -14,13 +14,11 @@ import pytest
 import scenarios
 
 from stabilizer import ConfigError, DataError, SearchConfig, StabilityConfig, stabilize
-from stabilizer.api import run_search
-from stabilizer.choice import CLEAR_MARGIN, choose_best
 from stabilizer.cli import main
-from stabilizer.drivers import TrialRecord
 from stabilizer.errors import ProbeFailedError, clean_message
-from stabilizer.result import Candidate, applied_only
+from stabilizer.result import Candidate, TrialRecord, applied_only
 from stabilizer.scoring import THRESHOLDS, ScoreComponents
+from stabilizer.search import CLEAR_MARGIN, choose_best, run_search
 from stabilizer.space import load_space
 
 TINY = dict(budget=1, probe_steps=4, evaluations=1, seeds=1, diagnose=False,
@@ -296,11 +294,11 @@ def _no_probe(*args, **kwargs):
 ])
 def test_data_that_does_not_fit_the_model_is_a_data_error_before_any_probe(
         data, field, words, tmp_path, monkeypatch):
-    import stabilizer.evaluation
     import stabilizer.probe
+    import stabilizer.search._evaluator
 
     monkeypatch.setattr(stabilizer.probe, "run_probe", _no_probe)
-    monkeypatch.setattr(stabilizer.evaluation, "run_probe", _no_probe)
+    monkeypatch.setattr(stabilizer.search._evaluator, "run_probe", _no_probe)
     build = scenarios.healthy_mlp
     if "one-hot" in words:
         def build():

@@ -1,7 +1,7 @@
 """Loading what a `RunConfig` names: the model factory, the data, and where the space is.
 
 Nothing here runs a model or checks data against one (the search does that before its
-first probe, `stabilizer.api.prepare_search`): these functions import the factory a
+first probe, `stabilizer.search.prepare_search`): these functions import the factory a
 ``module:function`` or ``file.py:function`` string names, read the data a ``sklearn:``
 name, an ``.npz`` file or a function gives, and resolve a space file's path. Relative
 paths are read relative to the config file's folder (`base_dir`). Loading

@@ -332,7 +332,7 @@ class SearchConfig(_YamlMixin):
         """The study name; a `ConfigError` before the search has named an unnamed study."""
         if self.study_name is None:
             raise ConfigError("study_name=None: the study is named from the search's "
-                              "fingerprint when the search starts (stabilizer.api."
+                              "fingerprint when the search starts (stabilizer.search."
                               "prepare_search); expected a named study here")
         return self.study_name
 

@@ -25,8 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from stabilizer.drivers._base import TrialRecord
-from stabilizer.result import Candidate, applied_only
+from stabilizer.result import Candidate, TrialRecord, applied_only
 from stabilizer.scoring import THRESHOLDS, ScoreComponents
 
 __all__ = ["CLEAR_MARGIN", "Choice", "choose_best", "clear_gain", "restore_nan"]

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from stabilizer.config import StabilityConfig
-from stabilizer.evaluation import Evaluator
-from stabilizer.fingerprint import Fingerprint
+from stabilizer.result import TrialRecord
+from stabilizer.search._evaluator import Evaluator
+from stabilizer.search._fingerprint import Fingerprint
 
 __all__ = ["BaseDriver", "TrialRecord"]
-
-
-@dataclasses.dataclass
-class TrialRecord:
-    """One finished (or failed, or pruned) trial, as read back from the driver's store."""
-
-    number: int
-    state: str  # "COMPLETE", "PRUNED", "FAIL" or "RUNNING"
-    score: float | None
-    config: StabilityConfig | None
-    user_params: dict[str, Any]
-    components: dict[str, Any] | None
-    curves: list[dict[str, Any]]
-    error: str | None = None
-    seconds: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        if self.components:
-            return str(self.components.get("verdict"))
-        return self.state.lower()
 
 
 class BaseDriver(abc.ABC):
@@ -70,7 +48,7 @@ class BaseDriver(abc.ABC):
         return self._baseline is not None
 
     def check_fingerprint(self, fingerprint: Fingerprint, *, force: bool = False) -> None:
-        """Resume only a study made for this search (`stabilizer.fingerprint`).
+        """Resume only a study made for this search (`stabilizer.search.Fingerprint`).
 
         A new store takes `fingerprint`; a store made for another search raises
         `ConfigError` naming what differs, unless `force` (resume on purpose).

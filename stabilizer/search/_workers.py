@@ -4,7 +4,7 @@
 Every worker is an ordinary search (`OptunaDriver.run`) on the same storage and
 study name: it runs one trial at a time until the study's budget is spent, and
 the storage decides who runs what, so each trial runs exactly once (see
-`stabilizer.drivers._optuna`). Workers need not be started by this module:
+`stabilizer.search.optuna`). Workers need not be started by this module:
 ``stabilizer search`` or `stabilize()` started on several machines with one
 PostgreSQL URL and study name cooperate the same way (docs/workers.md).
 
@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from stabilizer.config import RunConfig, SearchConfig, load_run
-from stabilizer.drivers._base import TrialRecord
-from stabilizer.drivers._optuna import _mask, open_storage, raise_if_interrupted
-from stabilizer.errors import ConfigError, SearchAbortedError, StabilizerError
+from stabilizer.errors import ConfigError, SearchAbortedError, StabilizerError, mask_secrets
+from stabilizer.result import TrialRecord
+from stabilizer.search._policy import raise_if_interrupted
+from stabilizer.search.optuna import open_storage
 
 __all__ = ["WorkerSource", "ObjectSource", "RunConfigSource", "run_workers",
            "storage_for_workers"]
@@ -68,9 +69,9 @@ def storage_for_workers(settings: SearchConfig, workers: int) -> SearchConfig:
                           "driver='optuna' (only Optuna studies are shared between processes)")
     if settings.storage:
         if workers > 1 and ":memory:" in settings.storage:
-            raise ConfigError(f"storage={_mask(settings.storage)!r} with workers={workers}: an "
-                              "in-memory database cannot be shared; expected a file or a "
-                              "database URL")
+            raise ConfigError(f"storage={mask_secrets(settings.storage)!r} with "
+                              f"workers={workers}: an in-memory database cannot be shared; "
+                              "expected a file or a database URL")
         return settings
     folder = Path(settings.out_dir)
     journal = (folder / f"{settings.study}.log").resolve()
@@ -137,7 +138,7 @@ class RunConfigSource(WorkerSource):
 
 
 #: What a worker runs: ``body(build_fn, data, space, settings, diagnose_after=False)``, an
-#: ordinary single-process search (`stabilizer.api.run_search`), handed in by the caller.
+#: ordinary single-process search (`stabilizer.search.run_search`), handed in by the caller.
 WorkerBody = Callable[..., Any]
 
 
@@ -159,10 +160,10 @@ def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str
     except KeyboardInterrupt:
         code = 130
     except StabilizerError as exc:
-        Path(error_file).write_text(_mask(f"{type(exc).__name__}: {exc}"))
+        Path(error_file).write_text(mask_secrets(f"{type(exc).__name__}: {exc}"))
         code = 1
     except Exception:
-        Path(error_file).write_text(_mask(traceback.format_exc()))
+        Path(error_file).write_text(mask_secrets(traceback.format_exc()))
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

@@ -33,21 +33,17 @@
   Ctrl-C fails the running trial with user attr ``interrupted`` and re-raises.
 - The baseline (the user's own configuration) is probed once per study: a worker
   that finds another live worker probing it waits for its result.
-- Passwords in storage URLs are masked (`_mask`) in every message and label.
+- Passwords in storage URLs are masked (`stabilizer.errors.mask_secrets`) in every message
+  and label.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
-import re
-import signal
 import socket
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +53,28 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.drivers._base import BaseDriver, TrialRecord
 from stabilizer.errors import (
     ConfigError,
     ProbeFailedError,
     ProbeOutOfMemoryError,
     SearchAbortedError,
+    mask_secrets,
 )
-from stabilizer.evaluation import Evaluator
+from stabilizer.result import TrialRecord
+from stabilizer.search._base import BaseDriver
+from stabilizer.search._evaluator import Evaluator
+from stabilizer.search._policy import (
+    PRUNE_MARGIN,
+    PRUNE_STARTUP,
+    clearly_worse,
+    raise_if_interrupted,
+)
 from stabilizer.space import SearchSpace
 
 __all__ = ["OptunaDriver", "StabilityPruner", "OptunaSuggester", "OptunaHyperParameters",
-           "open_study", "open_storage", "journal_path", "records_from_study",
-           "record_from_trial", "infeasible_batch_sizes", "fail_lost_trials",
-           "catch_interrupts", "raise_if_interrupted"]
+           "TrialSeededSampler", "open_study", "open_storage", "journal_path",
+           "records_from_study", "record_from_trial", "infeasible_batch_sizes",
+           "fail_lost_trials", "this_worker"]
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Study user attribute prefix marking a batch size that ran out of memory.
@@ -142,7 +146,7 @@ class OptunaHyperParameters:
 class StabilityPruner(optuna.pruners.BasePruner):
     """Prune a candidate clearly worse than the finished ones at the same evaluation."""
 
-    def __init__(self, margin: float = 1.0, n_startup_trials: int = 4) -> None:
+    def __init__(self, margin: float = PRUNE_MARGIN, n_startup_trials: int = PRUNE_STARTUP) -> None:
         self.margin = margin
         self.n_startup_trials = n_startup_trials
 
@@ -151,14 +155,11 @@ class StabilityPruner(optuna.pruners.BasePruner):
         if step is None:
             return False
         value = trial.intermediate_values[step]
-        if not math.isfinite(value):
-            return True
         others = [t.intermediate_values[step]
                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if step in t.intermediate_values]
-        if len(others) < self.n_startup_trials:
-            return False
-        return value < float(np.median(others)) - self.margin
+        return clearly_worse(value, others, margin=self.margin,
+                             n_startup=self.n_startup_trials)
 
 
 def journal_path(url: str) -> Path | None:
@@ -190,8 +191,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return _open_rdb(url)
     except Exception as exc:
-        raise ConfigError(f"storage={_mask(url)!r}: cannot open ({type(exc).__name__}: "
-                          f"{_mask(str(exc))}); expected a reachable database URL "
+        raise ConfigError(f"storage={mask_secrets(url)!r}: cannot open ({type(exc).__name__}: "
+                          f"{mask_secrets(str(exc))}); expected a reachable database URL "
                           "(sqlite:///file.db, postgresql+psycopg2://user:password@host/db), "
                           "journal:///path/file.log or a path ending in .log") from None
 
@@ -234,15 +235,6 @@ def open_study(settings: SearchConfig, *, seed_offset: int | None = None) -> opt
     except optuna.exceptions.DuplicatedStudyError:  # created by another worker meanwhile
         return optuna.load_study(storage=storage, study_name=settings.study,
                                  sampler=sampler, pruner=pruner)
-
-
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^\s'\"]*)@")
-_PARAM_PASSWORD = re.compile(r"((?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def _mask(text: str) -> str:
-    """Hide the password of database URLs in `text` (user:password@ and ?password=)."""
-    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def _mix(*numbers: int) -> int:
@@ -311,49 +303,6 @@ def infeasible_batch_sizes(study: optuna.Study) -> dict[int, str]:
             except ValueError:
                 continue
     return result
-
-
-# -- Ctrl-C ---------------------------------------------------------------------------------------
-_sigint_seen = False
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    global _sigint_seen
-    _sigint_seen = True
-    signal.default_int_handler(signum, frame)
-
-
-@contextlib.contextmanager
-def catch_interrupts() -> Iterator[None]:
-    """Remember a Ctrl-C, so that one Python drops is raised again at the next safe point.
-
-    Python raises Ctrl-C's `KeyboardInterrupt` wherever the main thread is; when that
-    is a finalizer run by the garbage collector (frequent while TensorFlow builds and
-    drops graphs) the exception is printed as "ignored" and lost. Inside this block a
-    Ctrl-C is also recorded, and `raise_if_interrupted` (called between trials and
-    after each evaluation of a probe) raises it again. Only the default handler is
-    replaced, only in the main thread.
-    """
-    global _sigint_seen
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    _sigint_seen = False
-    signal.signal(signal.SIGINT, _on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _sigint_seen = False
-
-
-def raise_if_interrupted() -> None:
-    """Raise `KeyboardInterrupt` if a Ctrl-C came inside `catch_interrupts` and was lost."""
-    global _sigint_seen
-    if _sigint_seen:
-        _sigint_seen = False
-        raise KeyboardInterrupt
 
 
 # -- workers: who runs a trial, and whether that process is still alive ----------------------
@@ -532,7 +481,7 @@ class OptunaDriver(BaseDriver):
         return True
 
     def storage_label(self) -> str:
-        return _mask(self.settings.resolved_storage())
+        return mask_secrets(self.settings.resolved_storage())
 
     def records(self) -> list[TrialRecord]:
         """Every trial of the study as it stands (also what finished before a Ctrl-C)."""
@@ -620,7 +569,7 @@ class OptunaDriver(BaseDriver):
             evaluation = evaluator.evaluate(config, hp, report)
             raise_if_interrupted()
         except ProbeOutOfMemoryError as exc:
-            first_line = _mask(str(exc).splitlines()[0])[:500]
+            first_line = mask_secrets(str(exc).splitlines()[0])[:500]
             trial.study.set_user_attr(f"{INFEASIBLE_PREFIX}{exc.batch_size}", first_line)
             trial.set_user_attr("out_of_memory", exc.batch_size)
             _set_error(trial, exc)
@@ -654,7 +603,7 @@ def _set_error(trial: optuna.Trial, exc: ProbeFailedError) -> None:
 
 def _error_text(exc: BaseException | str, limit: int = 4000) -> str:
     """The error message for the trial: its first line and the end of its traceback."""
-    text = _mask(str(exc))
+    text = mask_secrets(str(exc))
     if len(text) <= limit:
         return text
     first = text.splitlines()[0][:500]

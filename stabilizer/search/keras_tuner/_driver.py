@@ -23,7 +23,7 @@
   Hyperband oracle therefore runs with ``max_epochs=1``: its epoch budget is ignored,
   every bracket is one full-length probe of a new candidate, and stopping poor
   candidates early is done by the stabilizer's pruning at each evaluation (the rule of
-  the Optuna driver's `StabilityPruner`, when ``settings.prune``).
+  both drivers' `stabilizer.search.clearly_worse`, when ``settings.prune``).
 - Pruning: KerasTuner has no "pruned" state. A pruned trial is ended FAILED in the
   oracle (so the Bayesian model never fits a partial value) and recorded PRUNED here.
 - Budget: ``settings.trials`` counts COMPLETE and PRUNED trials, as with Optuna. A
@@ -55,7 +55,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
 import warnings
 from collections.abc import Sequence
@@ -65,11 +64,12 @@ from typing import Any
 import keras_tuner
 
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.drivers._base import BaseDriver, TrialRecord
-from stabilizer.drivers._optuna import StabilityPruner
 from stabilizer.errors import ConfigError, ProbeFailedError, SearchAbortedError
-from stabilizer.evaluation import Evaluator
 from stabilizer.model import call_build_fn
+from stabilizer.result import TrialRecord
+from stabilizer.search._base import BaseDriver
+from stabilizer.search._evaluator import Evaluator
+from stabilizer.search._policy import clearly_worse
 from stabilizer.space import (
     CONDITIONS,
     DIMENSIONS,
@@ -94,7 +94,6 @@ _BASELINE = "baseline.json"
 _META = "stabilizer.json"
 _QUEUE = "queued_trials.json"
 _ORACLE = "oracle.json"  # KerasTuner's own file: the project has trials once it exists
-_PRUNE_RULE = StabilityPruner()  # margin and startup count shared with the Optuna driver
 # Our own counter stops the search (SearchAbortedError); the oracle's must never fire.
 _ORACLE_FAILURE_LIMIT = 2**31
 
@@ -539,13 +538,9 @@ class KerasTunerDriver(BaseDriver):
         """The Optuna driver's rule: clearly below the completed trials' median at `step`."""
         if not self.settings.prune:
             return False
-        if not math.isfinite(value):
-            return True
         others = [r["intermediate"][str(step)] for r in self._records.values()
                   if r.get("state") == "COMPLETE" and str(step) in r.get("intermediate", {})]
-        if len(others) < _PRUNE_RULE.n_startup_trials:
-            return False
-        return value < statistics.median(others) - _PRUNE_RULE.margin
+        return clearly_worse(value, others)
 
     # -- reading back ---------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:

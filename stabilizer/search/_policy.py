@@ -1,0 +1,80 @@
+"""What both drivers do the same way: the pruning rule and Ctrl-C.
+
+- `clearly_worse`: a candidate whose quality at an evaluation is clearly (by `margin`
+  nats) below the median of the completed candidates at the same evaluation is pruned,
+  once `n_startup` of them have reported it; a non-finite quality always is. The
+  Optuna driver's `StabilityPruner` and the KerasTuner driver apply this one rule.
+- `catch_interrupts` / `raise_if_interrupted`: a Ctrl-C that Python would drop is
+  raised again at the next safe point (between trials, after each evaluation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PRUNE_MARGIN", "PRUNE_STARTUP", "catch_interrupts", "clearly_worse",
+           "raise_if_interrupted"]
+
+#: Nats of quality below the median at which a candidate is pruned.
+PRUNE_MARGIN = 1.0
+#: Completed candidates needed at an evaluation before anything is pruned there.
+PRUNE_STARTUP = 4
+
+
+def clearly_worse(value: float, others: Sequence[float], *, margin: float = PRUNE_MARGIN,
+                  n_startup: int = PRUNE_STARTUP) -> bool:
+    """True when `value` is clearly below the median of `others` (see the module docstring)."""
+    if not math.isfinite(value):
+        return True
+    if len(others) < n_startup:
+        return False
+    return value < float(np.median(others)) - margin
+
+
+_sigint_seen = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _sigint_seen
+    _sigint_seen = True
+    signal.default_int_handler(signum, frame)
+
+
+@contextlib.contextmanager
+def catch_interrupts() -> Iterator[None]:
+    """Remember a Ctrl-C, so that one Python drops is raised again at the next safe point.
+
+    Python raises Ctrl-C's `KeyboardInterrupt` wherever the main thread is; when that
+    is a finalizer run by the garbage collector (frequent while TensorFlow builds and
+    drops graphs) the exception is printed as "ignored" and lost. Inside this block a
+    Ctrl-C is also recorded, and `raise_if_interrupted` (called between trials and
+    after each evaluation of a probe) raises it again. Only the default handler is
+    replaced, only in the main thread.
+    """
+    global _sigint_seen
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _sigint_seen = False
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _sigint_seen = False
+
+
+def raise_if_interrupted() -> None:
+    """Raise `KeyboardInterrupt` if a Ctrl-C came inside `catch_interrupts` and was lost."""
+    global _sigint_seen
+    if _sigint_seen:
+        _sigint_seen = False
+        raise KeyboardInterrupt

@@ -1,0 +1,209 @@
+"""One search, start to end: what `stabilize()`, the CLI and every worker run.
+
+`prepare_search` checks the data against the model and fingerprints the search before
+any probe; `run_search` checks the study's fingerprint, cuts the space to what can
+change the model, probes (or reads back) the baseline with its diagnosis, focuses the
+space, runs the trials here or in worker processes, and returns the `StabilityResult`
+with the choice of `choose_best` and the chosen configuration's diagnosis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from stabilizer.compatibility import ModelFacts, fit_space, inspect_model
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.data import ProbeData, prepare_data
+from stabilizer.diagnosis import Diagnosis, diagnose
+from stabilizer.errors import SearchInterrupted
+from stabilizer.model import replay_hyperparameters
+from stabilizer.probe import batch_size_of
+from stabilizer.result import Candidate, StabilityResult, TrialRecord
+from stabilizer.scoring import ScoreComponents, score_traces
+from stabilizer.search._base import BaseDriver
+from stabilizer.search._choice import choose_best, restore_nan
+from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
+from stabilizer.search._fingerprint import Fingerprint, study_fingerprint
+from stabilizer.search._policy import catch_interrupts, raise_if_interrupted
+from stabilizer.search._workers import WorkerSource, run_workers
+from stabilizer.search.optuna import OptunaDriver
+from stabilizer.space import SearchSpace
+
+__all__ = ["PreparedSearch", "make_driver", "prepare_search", "run_search"]
+
+
+def make_driver(settings: SearchConfig, space: SearchSpace) -> BaseDriver:
+    """The driver named by `settings.driver` (KerasTuner is imported only when named)."""
+    if settings.driver == "keras_tuner":
+        from stabilizer.search.keras_tuner import KerasTunerDriver
+
+        return KerasTunerDriver(settings, space)
+    return OptunaDriver(settings, space)
+
+
+@dataclasses.dataclass
+class PreparedSearch:
+    """What a search checks and computes before its first probe (`prepare_search`)."""
+
+    data: ProbeData
+    facts: ModelFacts
+    fingerprint: Fingerprint
+
+
+def prepare_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
+                   settings: SearchConfig) -> tuple[SearchConfig, PreparedSearch]:
+    """Validate the data, build the model once, check the data fits it, fingerprint the
+    search, and name an unnamed study from the fingerprint.
+
+    Raises `DataError` / `ConfigError` before any probe runs.
+    """
+    probe_data = prepare_data(data, validation_split=settings.validation_split, seed=settings.seed)
+    batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
+    facts = inspect_model(build_fn, probe_data, settings)
+    fingerprint = study_fingerprint(facts.model, facts.compile_spec, probe_data, space, settings)
+    if settings.study_name is None:
+        settings = dataclasses.replace(settings, study_name=fingerprint.default_study_name)
+    return settings, PreparedSearch(probe_data, facts, fingerprint)
+
+
+def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
+               settings: SearchConfig, *, progress: Callable[[TrialRecord], None] | None = None,
+               workers: int = 1, source: WorkerSource | None = None,
+               diagnose_after: bool = True,
+               prepared: PreparedSearch | None = None) -> StabilityResult:
+    """The search behind `stabilize()`, on validated settings (also each worker's body).
+
+    Order: the study's fingerprint checked (`prepared`, made here when not given), the
+    space cut to the dimensions that can change this model (`fit_space`), the
+    baseline (the user's configuration: diagnosed when `settings.diagnose`, its
+    probes scored like any candidate; stored, so a resumed search does not probe it
+    again), the space focused by the diagnosis, the diagnosis's first trials queued,
+    the trials (here or in `workers` processes), then the chosen configuration
+    diagnosed on the same seeds (the "after").
+    """
+    if prepared is None:
+        settings, prepared = prepare_search(build_fn, data, space, settings)
+    probe_data = prepared.data
+    fitted, space_notes = fit_space(space, prepared.facts, probe_data)
+    driver = make_driver(settings, fitted)
+    driver.check_fingerprint(prepared.fingerprint, force=settings.resume == "force")
+    if space_notes:
+        driver.save_attr("space_notes", space_notes)
+    driver.progress = progress
+    evaluator = Evaluator(build_fn, probe_data, settings)
+    baseline: Candidate | None = None
+    before: Diagnosis | None = None
+    try:
+        with catch_interrupts():
+            baseline, before, fresh = _baseline(driver, evaluator, build_fn)
+            evaluator.reference_loss = baseline.components.reference_loss
+            if before is not None:
+                driver.space = fit_space(before.focus(fitted), prepared.facts, probe_data)[0]
+                if fresh and not before.healthy:
+                    driver.enqueue_first(_first_trials(before, driver.space, probe_data))
+            if source is not None:
+                run_workers(workers, source, settings, body=run_search,
+                            records=driver.records,  # type: ignore[attr-defined]
+                            progress=progress)
+                records = driver.records()  # type: ignore[attr-defined]
+            else:
+                records = driver.run(evaluator)
+            raise_if_interrupted()
+            result = _result(records, baseline, before, settings, fitted, driver, build_fn,
+                             probe_data, space_notes)
+            if diagnose_after and settings.diagnose and settings.diagnose_after:
+                result.after = _after(driver, result, build_fn, probe_data)
+                raise_if_interrupted()
+    except KeyboardInterrupt as exc:
+        partial, done = None, []
+        if baseline is not None:
+            done = getattr(driver, "records", lambda: [])()
+            partial = _result(done, baseline, before, settings, fitted, driver, build_fn,
+                              probe_data, space_notes)
+        finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
+        raise SearchInterrupted(
+            f"search interrupted; {finished} finished trials kept in study "
+            f"{settings.study!r} ({driver.storage_label()}): run the same search again "
+            "to resume", partial) from exc
+    return result
+
+
+def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
+                  ) -> list[dict[str, Any]]:
+    """The range test's plain suggestion, then the diagnosis's focused proposal.
+
+    A batch size larger than the training set is left to the sampler.
+    """
+    trials = [before.range_test_trial(space), before.first_trial(space)]
+    for params in filter(None, trials):
+        if data.train_size is not None and params.get("batch_size", 0) > data.train_size:
+            del params["batch_size"]
+    return [p for i, p in enumerate(trials) if p and p not in trials[:i]]
+
+
+def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,
+            settings: SearchConfig, space: SearchSpace, driver: BaseDriver,
+            build_fn: Callable[..., Any], data: ProbeData,
+            space_notes: list[str]) -> StabilityResult:
+    choice = choose_best(records, baseline)
+    return StabilityResult(
+        best=choice.best, baseline=baseline, trials=records, choice_note=choice.note,
+        settings=settings, space_name=space.name, study_name=settings.study,
+        storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
+        targets=data.y if data.kind == "arrays" else None,
+        focus_notes=before.focus_notes(space) if before is not None else [],
+        space_notes=space_notes, fixed_batch=data.fixed_batch)
+
+
+def _baseline(driver: BaseDriver, evaluator: Evaluator, build_fn: Callable[..., Any]
+              ) -> tuple[Candidate, Diagnosis | None, bool]:
+    """The user's own configuration, probed like any candidate (stored, not redone).
+
+    With `settings.diagnose` the probes are the diagnosis's own (same seeds, same
+    length), so diagnosing costs only its forward checks and the LR range test.
+    Returns the candidate, the diagnosis (None when not diagnosing) and whether
+    this call probed it (False: read back from the store).
+    """
+    settings = evaluator.settings
+    stored = driver.load_baseline()
+    fresh = stored is None
+    if stored is None:
+        if settings.diagnose:
+            before = diagnose(build_fn, evaluator.data, config=settings, seeds=settings.seeds,
+                              lr_range_steps=settings.probe_steps)
+            traces = before.traces
+            stored = {"components": score_traces(traces).to_dict(),
+                      "curves": [summarize_trace(t) for t in traces],
+                      "user_params": before.hp_values, "diagnosis": before.to_dict()}
+        else:
+            hp = replay_hyperparameters({}) if evaluator.uses_hp else None
+            evaluation: Evaluation = evaluator.evaluate(StabilityConfig(), hp)
+            assert evaluation.components is not None
+            stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
+                      "user_params": dict(hp.values) if hp is not None else {}}
+        driver.save_baseline(stored)
+    components = ScoreComponents.from_dict(restore_nan(stored["components"]))
+    diagnosis = stored.get("diagnosis") if settings.diagnose else None
+    return (Candidate(StabilityConfig(), components, stored["curves"], stored["user_params"]),
+            Diagnosis.from_dict(diagnosis) if diagnosis else None, fresh)
+
+
+def _after(driver: BaseDriver, result: StabilityResult, build_fn: Callable[..., Any],
+           data: ProbeData) -> Diagnosis | None:
+    """The chosen configuration diagnosed on the baseline's seeds (stored per trial).
+
+    When the baseline was kept, "after" is the baseline's own diagnosis.
+    """
+    if not result.improved:
+        return result.diagnosis
+    key = f"diagnosis_after_{result.best.trial_number}"
+    stored = driver.load_attr(key)
+    if stored is not None:
+        return Diagnosis.from_dict(stored)
+    best = result.best
+    after = diagnose(build_fn, data, config=result.settings, seeds=result.settings.seeds,
+                     candidate=best.config, hp_values=best.user_params, lr_range=False)
+    driver.save_attr(key, after.to_dict())
+    return after
