@@ -61,15 +61,7 @@ import numpy as np
 
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
-from stabilizer.model import (
-    apply_config,
-    call_build_fn,
-    compile_model,
-    effective_learning_rate,
-    make_optimizer,
-    plateau_callback,
-    resolve_build_fn,
-)
+from stabilizer.model import build_configured_model, resolve_build_fn
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -114,7 +106,8 @@ def config_setup(build_fn: Callable[..., Any], config: StabilityConfig, settings
                  total_steps: int, targets: Any = None) -> SetupFactory:
     """A factory training `build_fn`'s model under `config` for `total_steps` steps.
 
-    The same path `StabilityResult.build_model` and `fit_kwargs` take: the
+    `stabilizer.model.build_configured_model`, the path the probes and
+    `StabilityResult.build_model` and `fit_kwargs` take: the
     configuration applied to the user's model, the user's optimizer class with the
     configuration's learning rate, schedule (spanning `total_steps`) and clipping,
     and ReduceLROnPlateau for the plateau schedule. `targets` (the training labels)
@@ -126,14 +119,9 @@ def config_setup(build_fn: Callable[..., Any], config: StabilityConfig, settings
 
     def factory(seed: int) -> TrainingSetup:
         keras.utils.set_random_seed(seed)
-        applied = apply_config(call_build_fn(fn), config, settings, targets)
-        optimizer = make_optimizer(applied.compile_spec, config, total_steps)
-        model = compile_model(applied, optimizer)
-        callbacks = []
-        plateau = plateau_callback(config, effective_learning_rate(applied.compile_spec, config))
-        if plateau is not None:
-            callbacks.append(plateau)
-        return TrainingSetup(model, config.batch_size or settings.batch_size, callbacks)
+        configured = build_configured_model(fn, config, settings, total_steps, targets=targets)
+        return TrainingSetup(configured.model, config.batch_size or settings.batch_size,
+                             configured.callbacks)
 
     return factory
 

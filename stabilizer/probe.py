@@ -31,14 +31,7 @@ from stabilizer.errors import (
     StabilizerError,
     clean_message,
 )
-from stabilizer.model import (
-    apply_config,
-    call_build_fn,
-    compile_model,
-    effective_learning_rate,
-    make_optimizer,
-    plateau_callback,
-)
+from stabilizer.model import AppliedModel, build_configured_model
 from stabilizer.telemetry import (
     LossRecorder,
     ProbeTrace,
@@ -115,20 +108,21 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
     # after an out-of-memory error, when freeing memory matters.
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
-    applied = apply_config(call_build_fn(build_fn, hp), config, settings,
-                           data.y if data.kind == "arrays" else None)
-    optimizer = make_optimizer(applied.compile_spec, config, plan.total_steps,
-                               instrumented_optimizer_class(type(applied.compile_spec.optimizer)))
-    optimizer.stab_capacity = plan.total_steps
-    recorder = LossRecorder(plan.total_steps, settings.divergence_factor,
-                            ceiling=loss_ceiling(applied.compile_spec.loss))
-    attach_loss_recorder(applied.model, recorder)
-    model = compile_model(applied, optimizer)
+    recorders: list[LossRecorder] = []
+
+    def instrument(applied: AppliedModel, optimizer: Any) -> None:
+        optimizer.stab_capacity = plan.total_steps
+        recorders.append(LossRecorder(plan.total_steps, settings.divergence_factor,
+                                      ceiling=loss_ceiling(applied.compile_spec.loss)))
+        attach_loss_recorder(applied.model, recorders[0])
+
+    configured = build_configured_model(
+        build_fn, config, settings, plan.total_steps, hp=hp,
+        targets=data.y if data.kind == "arrays" else None,
+        optimizer_class=instrumented_optimizer_class, before_compile=instrument)
+    model, applied, recorder = configured.model, configured.applied, recorders[0]
     telemetry = TelemetryCallback(recorder, settings.check_every, on_evaluation)
-    callbacks: list[keras.callbacks.Callback] = [telemetry]
-    plateau = plateau_callback(config, effective_learning_rate(applied.compile_spec, config))
-    if plateau is not None:
-        callbacks.append(plateau)
+    callbacks: list[keras.callbacks.Callback] = [telemetry, *configured.callbacks]
     start = time.perf_counter()
     try:
         initial = model.evaluate(**data.validation_batches(batch), verbose=0, return_dict=True)
@@ -138,7 +132,7 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
         raise
     except Exception as exc:
         if is_out_of_memory(exc):
-            del model, applied, optimizer
+            del model, applied, configured
             gc.collect()
             raise ProbeOutOfMemoryError(
                 f"out of memory at batch_size={batch}: {type(exc).__name__}: "

@@ -17,12 +17,8 @@ import keras
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError
 from stabilizer.model import (
-    AppliedModel,
-    apply_config,
-    call_build_fn,
-    compile_model,
-    effective_learning_rate,
-    make_optimizer,
+    ConfiguredModel,
+    build_configured_model,
     plateau_callback,
     replay_hyperparameters,
     resolve_build_fn,
@@ -178,10 +174,10 @@ class StabilityResult:
             {"batch_size": config.batch_size or self.settings.batch_size}
         callbacks = []
         if config.lr_schedule == "plateau":
-            lr = config.learning_rate
-            if lr is None and self.build_fn is not None:
-                lr = effective_learning_rate(self._applied().compile_spec, config)
-            callbacks.append(plateau_callback(config, lr or 1e-3))
+            if config.learning_rate is None and self.build_fn is not None:
+                callbacks = self._configured(self.settings.probe_steps).callbacks
+            else:
+                callbacks = [plateau_callback(config, config.learning_rate or 1e-3)]
         kwargs["callbacks"] = callbacks
         return kwargs
 
@@ -196,12 +192,9 @@ class StabilityResult:
                                "StabilityResult.build_model via result.build_fn = ...")
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        applied = self._applied()
-        steps = train_steps or self.settings.probe_steps
-        optimizer = make_optimizer(applied.compile_spec, self.best_config, steps)
-        return compile_model(applied, optimizer)
+        return self._configured(train_steps or self.settings.probe_steps).model
 
-    def _applied(self) -> AppliedModel:
+    def _configured(self, steps: int) -> ConfiguredModel:
         assert self.build_fn is not None
         fn, uses_hp = resolve_build_fn(self.build_fn)
         hp = replay_hyperparameters(self.best.user_params) if uses_hp else None
@@ -209,8 +202,8 @@ class StabilityResult:
             raise ConfigError("the best configuration sets output_bias='chance', which needs "
                               "the training labels: set result.targets = y_train (as an "
                               "array) before calling build_model()")
-        return apply_config(call_build_fn(fn, hp), self.best_config, self.settings,
-                            self.targets)
+        return build_configured_model(fn, self.best_config, self.settings, steps, hp=hp,
+                                      targets=self.targets)
 
     # -- before / after ------------------------------------------------------------
     def before_after(self) -> list[dict[str, Any]]:
