@@ -213,7 +213,7 @@ from stabilizer.model import (
     resolve_build_fn,
 )
 from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probe
-from stabilizer.scoring import LOSS_FLOOR
+from stabilizer.scoring import LOSS_FLOOR, jsonable, preceding_median, window
 from stabilizer.space import Choice, Fixed, FloatRange, SearchSpace, load_space
 from stabilizer.telemetry import ProbeTrace, TelemetryCallback, layer_groups
 
@@ -335,7 +335,7 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["dimensions"] = list(self.dimensions)
-        return _clean(out)
+        return jsonable(out)
 
     def to_text(self) -> str:
         lines = [f"{self.severity.upper():8} {self.code}: {self.title}"]
@@ -366,37 +366,21 @@ def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars become Python numbers, NaN/Inf become None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    return value
-
-
 # -- per-seed statistics: pure functions of a trace -----------------------------------
 
 
+#: The diagnosis's per-seed statistics look back at least this many steps (the score's
+#: `stabilizer.scoring.MIN_WINDOW` is 3): a spike is judged against a steadier median.
+_MIN_WINDOW = 5
+
+
 def _window(n: int) -> int:
-    return max(5, n // 10)
+    return window(n, _MIN_WINDOW)
 
 
-def _preceding_median(values: np.ndarray, window: int) -> np.ndarray:
-    """Median of the `window` finite values before each position (NaN where too few)."""
-    out = np.full(len(values), np.nan)
-    for i in range(window, len(values)):
-        prev = values[i - window:i]
-        prev = prev[np.isfinite(prev)]
-        if len(prev) >= max(2, window // 2):
-            out[i] = np.median(prev)
-    return out
+def _preceding_median(values: np.ndarray, size: int) -> np.ndarray:
+    """Median of the `size` finite values before each position (NaN where too few)."""
+    return preceding_median(np.asarray(values, dtype=np.float64), size, finite_only=True)
 
 
 def gradient_stats(trace: ProbeTrace, matrix_layers: Iterable[str] | None = None,
@@ -1097,7 +1081,7 @@ class Diagnosis:
 
     # -- output -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return jsonable({
             "worst": self.worst,
             "config": self.config.to_dict(),
             "seeds": self.seeds,

@@ -49,6 +49,7 @@ from stabilizer.model import (
     resolve_build_fn,
 )
 from stabilizer.probe import ProbePlan, run_probe
+from stabilizer.scoring import jsonable
 
 __all__ = ["ExponentialRamp", "LRRangeResult", "analyse_lr_curve", "lr_range_test"]
 
@@ -111,7 +112,7 @@ class LRRangeResult:
         for key in ("learning_rates", "losses", "smoothed"):
             out[key] = [_num(v) for v in np.asarray(out[key], dtype=np.float64)]
         out["steps_done"] = self.steps_done
-        return _clean(out)
+        return jsonable(out)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRRangeResult:
@@ -146,18 +147,6 @@ class LRRangeResult:
 
 def _num(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _running_median(values: np.ndarray, window: int) -> np.ndarray:

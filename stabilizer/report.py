@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stabilizer.diagnosis import _clean
 from stabilizer.errors import mask_secrets
 from stabilizer.result import Candidate, StabilityResult, TrialRecord
-from stabilizer.scoring import WEIGHTS
+from stabilizer.scoring import WEIGHTS, jsonable
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -456,7 +455,7 @@ def summary_dict(result: StabilityResult) -> dict[str, Any]:
         "not_applied": result.not_applied,
         "choice_note": result.choice_note,
         "after": result.after.to_dict() if result.after is not None else None,
-        "before_after": _clean(result.before_after()),
+        "before_after": jsonable(result.before_after()),
     }
 
 

@@ -8,7 +8,7 @@ For each seed of a candidate the probe's trace gives:
   best constant prediction) when that is lower: a classifier initialized to be
   confidently wrong has not learned anything by falling to the class frequencies;
 - ``oscillation``: in the later half of the probe, the standard deviation (in nats)
-  of ``log(loss + floor)`` around its moving average (window ``max(3, n/10)``):
+  of ``log(loss + floor)`` around its moving average (window ``max(3, n/10)``, `window`):
   loss variance and oscillation, scale-free. ``floor`` is 5% of the initial
   validation loss, so near-zero losses are judged on the problem's loss scale;
 - ``spike_rate``: share of later-half steps whose ``loss + floor`` is more than
@@ -53,8 +53,9 @@ import numpy as np
 
 from stabilizer.telemetry import ProbeTrace
 
-__all__ = ["DIVERGED_SCORE", "WEIGHTS", "THRESHOLDS", "ScoreComponents", "generalization_gap",
-           "score_traces", "seed_metrics"]
+__all__ = ["DIVERGED_SCORE", "MIN_WINDOW", "WEIGHTS", "THRESHOLDS", "ScoreComponents",
+           "generalization_gap", "jsonable", "preceding_median", "score_traces", "seed_metrics",
+           "window"]
 
 DIVERGED_SCORE = -50.0
 WEIGHTS = {"oscillation": 0.5, "spike_rate": 2.0, "explode_rate": 2.0,
@@ -72,21 +73,41 @@ _VANISH_RELATIVE = 1e-4
 _VANISH_ABSOLUTE = 1e-8
 
 
-def _window(n: int) -> int:
-    return max(3, n // 10)
+#: The shortest window the score's statistics look back over (`window`).
+MIN_WINDOW = 3
+
+
+def window(n: int, minimum: int = MIN_WINDOW) -> int:
+    """The look-back window for a series of `n` steps: a tenth of it, at least `minimum`.
+
+    The score uses `MIN_WINDOW`; the diagnosis's per-seed statistics pass their own,
+    longer minimum (`stabilizer.diagnosis`).
+    """
+    return max(minimum, n // 10)
 
 
 def _log(values: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.abs(values), 1e-12))
 
 
-def _preceding_median(values: np.ndarray, window: int) -> np.ndarray:
-    """Median of the `window` values before each position (NaN where there are none)."""
+def preceding_median(values: np.ndarray, size: int, *, finite_only: bool = False) -> np.ndarray:
+    """Median of the `size` values before each position (NaN where there are none).
+
+    With `finite_only`, non-finite values are left out of each median, and a position
+    with fewer than ``max(2, size // 2)`` finite values before it gets NaN.
+    """
     out = np.full(values.shape, np.nan)
-    if len(values) <= window:
+    if len(values) <= size:
         return out
-    views = np.lib.stride_tricks.sliding_window_view(values, window)[:-1]
-    out[window:] = np.median(views, axis=1)
+    if finite_only:
+        for i in range(size, len(values)):
+            prev = values[i - size:i]
+            prev = prev[np.isfinite(prev)]
+            if len(prev) >= max(2, size // 2):
+                out[i] = np.median(prev)
+        return out
+    views = np.lib.stride_tricks.sliding_window_view(values, size)[:-1]
+    out[size:] = np.median(views, axis=1)
     return out
 
 
@@ -95,7 +116,7 @@ def oscillation(loss: np.ndarray, floor: float = 0.0) -> float:
     late = _log(loss[len(loss) // 2:] + floor)
     if len(late) < 4:
         return 0.0
-    w = min(_window(len(late)), len(late))
+    w = min(window(len(late)), len(late))
     smooth = np.convolve(late, np.ones(w) / w, mode="valid")
     offset = (w - 1) // 2
     residual = late[offset:offset + len(smooth)] - smooth
@@ -105,8 +126,8 @@ def oscillation(loss: np.ndarray, floor: float = 0.0) -> float:
 def spike_rate(loss: np.ndarray, floor: float = 0.0) -> float:
     loss = loss + floor
     late = loss[len(loss) // 2:]
-    w = _window(len(loss))
-    ref = _preceding_median(loss, w)[len(loss) // 2:]
+    w = window(len(loss))
+    ref = preceding_median(loss, w)[len(loss) // 2:]
     valid = ~np.isnan(ref)
     if not valid.any():
         return 0.0
@@ -117,7 +138,7 @@ def explode_rate(grad_norm: np.ndarray) -> float:
     if len(grad_norm) == 0:
         return 0.0
     nonfinite = ~np.isfinite(grad_norm)
-    ref = _preceding_median(np.where(nonfinite, np.inf, grad_norm), _window(len(grad_norm)))
+    ref = preceding_median(np.where(nonfinite, np.inf, grad_norm), window(len(grad_norm)))
     spikes = np.zeros(len(grad_norm), bool)
     valid = ~np.isnan(ref)
     spikes[valid] = grad_norm[valid] > _EXPLODE_FACTOR * ref[valid]
@@ -203,7 +224,7 @@ class ScoreComponents:
     generalization_gap: float = 0.0  # records stored before it have none: no penalty
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreComponents:
@@ -215,14 +236,19 @@ class ScoreComponents:
         return {k: WEIGHTS[k] * values[k] for k in WEIGHTS}
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN/Inf become None so the record is valid JSON (Optuna user attrs)."""
+def jsonable(value: Any) -> Any:
+    """JSON-ready (Optuna user attrs, reports): numpy scalars and arrays become Python
+    numbers and lists, tuples lists, keys strings, and NaN/Inf None."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
     return value
 
 
