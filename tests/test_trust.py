@@ -92,23 +92,27 @@ def test_a_keras_tuner_project_of_another_model_is_refused(small_digits, tmp_pat
         stabilize(_tanh_mlp, small_digits, **kw)
 
 
-def test_the_cli_keeps_a_study_and_its_run_config_apart_from_another_config(tmp_path,
-                                                                            monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models.py").write_text(
+def _write_configs(folder, factories: dict[str, str], extra: str = "") -> None:
+    """models.py with an MLP factory per name (its arguments), and one <name>.yaml each."""
+    (folder / "models.py").write_text(
         "import keras\n"
-        "def mlp(units=16, activation='relu'):\n"
+        "def mlp(units, activation):\n"
         "    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(units, "
         "activation=activation), keras.layers.Dense(10, activation='softmax')])\n"
         "    m.compile('adam', 'sparse_categorical_crossentropy')\n"
-        "    return m\n"
-        "def relu():\n    return mlp()\n"
-        "def tanh():\n    return mlp(24, 'tanh')\n")
-    search = "search: {trials: 1, probe_steps: 4, evaluations: 1, seeds: 1, diagnose: false, " \
-             "diagnose_after: false, space: quick, out_dir: out}\n"
-    for name in ("relu", "tanh"):
-        (tmp_path / f"{name}.yaml").write_text(f"model: models.py:{name}\ndata: sklearn:digits\n"
-                                               + search)
+        "    return m\n" + "".join(f"def {name}():\n    return mlp({args})\n"
+                                for name, args in factories.items()))
+    search = ("search: {trials: 1, probe_steps: 4, evaluations: 1, seeds: 1, diagnose: false, "
+              f"diagnose_after: false, space: quick, out_dir: out{extra}}}\n")
+    for name in factories:
+        (folder / f"{name}.yaml").write_text(f"model: models.py:{name}\ndata: sklearn:digits\n"
+                                             + search)
+
+
+def test_the_cli_keeps_a_study_and_its_run_config_apart_from_another_config(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_configs(tmp_path, {"relu": "16, 'relu'", "tanh": "24, 'tanh'"})
     assert main(["search", "relu.yaml", "-q", "--format", "json"]) == 0
     assert main(["search", "tanh.yaml", "-q", "--format", "json"]) == 0
     studies = sorted(p.stem for p in (tmp_path / "out").glob("stabilizer-*.db"))
@@ -123,20 +127,8 @@ def test_the_cli_keeps_a_study_and_its_run_config_apart_from_another_config(tmp_
 
 def test_the_cli_refuses_a_named_study_of_another_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "models.py").write_text(
-        "import keras\n"
-        "def mlp(units):\n"
-        "    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(units, "
-        "activation='relu'), keras.layers.Dense(10, activation='softmax')])\n"
-        "    m.compile('adam', 'sparse_categorical_crossentropy')\n"
-        "    return m\n"
-        "def small():\n    return mlp(8)\n"
-        "def large():\n    return mlp(32)\n")
-    search = "search: {trials: 1, probe_steps: 4, evaluations: 1, seeds: 1, diagnose: false, " \
-             "diagnose_after: false, space: quick, out_dir: out, study_name: mine}\n"
-    for name in ("small", "large"):
-        (tmp_path / f"{name}.yaml").write_text(f"model: models.py:{name}\ndata: sklearn:digits\n"
-                                               + search)
+    _write_configs(tmp_path, {"small": "8, 'relu'", "large": "32, 'relu'"},
+                   extra=", study_name: mine")
     assert main(["search", "small.yaml", "-q"]) == 0
     capsys.readouterr()
     assert main(["search", "large.yaml", "-q"]) == 2

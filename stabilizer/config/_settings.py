@@ -117,6 +117,18 @@ def check_initializer(name: str, value: Any, where: str = "") -> str:
     return value
 
 
+def _yaml_source(source: str | Path, where: str, missing: str) -> tuple[str, str]:
+    """(where, YAML text) of a file path or a YAML string; `missing` (with ``{path}``) is
+    the message of a `ConfigError` for a path that is not a file."""
+    text = str(source)
+    if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(missing.format(path=str(path)))
+        return str(path), path.read_text()
+    return where, text
+
+
 class _YamlMixin:
     """Dict and YAML round-trip shared by the config dataclasses."""
 
@@ -137,13 +149,7 @@ class _YamlMixin:
     @classmethod
     def from_yaml(cls: type[_T], source: str | Path) -> _T:
         """Load from a YAML file path or a YAML string."""
-        where = cls.__name__
-        text = str(source)
-        if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
-            path = Path(source)
-            if not path.is_file():
-                raise ConfigError(f"{path}: file not found")
-            where, text = str(path), path.read_text()
+        where, text = _yaml_source(source, cls.__name__, "{path}: file not found")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -426,12 +432,7 @@ class RunConfig(_YamlMixin):
     @classmethod
     def from_yaml(cls, source: str | Path) -> RunConfig:
         """Load from a YAML file path (or a YAML string); errors name the file and line."""
-        where, text = "config", str(source)
-        if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
-            path = Path(source)
-            if not path.is_file():
-                raise ConfigError(f"config file {str(path)!r} not found")
-            where, text = str(path), path.read_text()
+        where, text = _yaml_source(source, "config", "config file {path!r} not found")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
