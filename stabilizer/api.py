@@ -52,7 +52,7 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
             `ConfigError` says what differs (``resume="force"`` resumes it anyway).
         config: a full `SearchConfig`; keyword arguments override its fields.
         progress: called with each trial's `TrialRecord` as it finishes (the CLI's
-            progress line, `stabilizer.progress.ProgressLine`).
+            progress line, `stabilizer.cli.ProgressLine`).
         workers: worker processes sharing the study (`stabilizer.search.run_workers`); with
             more than one and no `storage`, the study goes to a journal file
             ``<out_dir>/<study_name>.log``.

@@ -16,10 +16,17 @@ import numpy as np
 import pytest
 import yaml
 
-from stabilizer.cli import load_data, load_result, load_target, main, prepare_run
+from stabilizer.cli import (
+    ProgressLine,
+    format_duration,
+    load_data,
+    load_result,
+    load_target,
+    main,
+    prepare_run,
+)
 from stabilizer.config import SKLEARN_DATASETS, RunConfig, SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError
-from stabilizer.progress import ProgressLine, format_duration
 from stabilizer.result import TrialRecord
 from stabilizer.space import bundled_spaces, load_space
 

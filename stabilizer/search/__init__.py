@@ -9,6 +9,7 @@ the runner that holds a whole search together, and the worker processes that sha
 - `Fingerprint` (`_fingerprint.py`): what a study was made for, checked on resume.
 - `clearly_worse`, `catch_interrupts` (`_policy.py`): what both drivers do alike.
 - `run_workers` (`_workers.py`): several processes on one study.
+- `load_result` (`_results.py`): a search read back from its storage alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stabilizer.search._choice import CLEAR_MARGIN, Choice, choose_best, clear_g
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
 from stabilizer.search._fingerprint import DEFAULT_STUDY_PREFIX, Fingerprint, study_fingerprint
 from stabilizer.search._policy import catch_interrupts, clearly_worse, raise_if_interrupted
+from stabilizer.search._results import load_result
 from stabilizer.search._runner import PreparedSearch, make_driver, prepare_search, run_search
 from stabilizer.search._workers import (
     ObjectSource,
@@ -45,6 +47,7 @@ __all__ = [
     "choose_best",
     "clear_gain",
     "clearly_worse",
+    "load_result",
     "make_driver",
     "prepare_search",
     "raise_if_interrupted",

@@ -1,0 +1,293 @@
+"""The command line: ``stabilizer search | diagnose | report | show-space``.
+
+``stabilizer search config.yaml`` reads a `RunConfig` (model factory, data, and a
+nested `SearchConfig`), checks everything it names before anything runs (the file,
+its keys and types, the factory's module and that it returns a keras.Model, the
+data, the space, the storage), then runs `stabilize()` with a progress line and
+writes a report folder ``<out_dir>/<study_name>/`` (see `stabilizer.report`).
+
+Exit status: 0 done; 2 a usage or configuration error (one line on stderr, nothing
+run, no study created); 1 the search stopped (e.g. too many failed trials);
+130 interrupted (the report of what finished is written; re-run the same command to resume
+the study).
+
+Relative paths inside the YAML file (``model``, ``data``, ``search.space``) are
+read relative to the file's folder; paths given as flags and ``out_dir`` are
+relative to the working directory. Loading ``module:function`` (or
+``file.py:function``) is the only code a config can run; YAML is read with
+``yaml.safe_load``.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stabilizer.cli._run import load_config, prepare_run
+from stabilizer.config import SearchConfig, one_line
+from stabilizer.errors import ConfigError, SearchInterrupted, StabilizerError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
+    from stabilizer.report import summary_dict
+
+    if quiet:
+        print(folder / "report.html")
+    elif fmt == "json":
+        print(json.dumps({**summary_dict(result), "report": str(folder)}, indent=2,
+                         default=str))
+    else:
+        print(result.summary())
+        print(f"report: {folder / 'report.html'}")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress or summary (CI); print only the report path")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="output format (default: %(default)s)")
+
+
+class Command(abc.ABC):
+    """One subcommand: its name, help, arguments and what it runs (`main` dispatches)."""
+
+    name: str
+    help: str
+    description: str
+
+    @abc.abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the subcommand's arguments."""
+
+    @abc.abstractmethod
+    def run(self, args: argparse.Namespace) -> int:
+        """Run it; return the exit status (errors raise, and `main` reports them)."""
+
+
+class SearchCommand(Command):
+    name = "search"
+    help = "search for the most stable configuration and write a report"
+    description = ("Run (or resume) the search a config file describes; write "
+                   "<out_dir>/<study_name>/ with best.yaml, trials.csv, report.html, "
+                   "summary.json.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("config", help="YAML file: model, data and search settings")
+        parser.add_argument("--trials", type=int, help="override search.trials (the budget)")
+        parser.add_argument("--storage", help="override search.storage (an Optuna storage URL)")
+        parser.add_argument("--study-name", help="override search.study_name (default: named "
+                                                 "from the search's fingerprint)")
+        parser.add_argument("--resume", choices=("auto", "force"),
+                            help="override search.resume: 'force' resumes a named study made "
+                                 "for another model, data, space or probe settings")
+        parser.add_argument("--space", help="override search.space (a bundled name or a file)")
+        parser.add_argument("--out", help="override search.out_dir (the report folder's parent)")
+        parser.add_argument("--workers", type=int, default=1, metavar="N",
+                            help="worker processes sharing the study (default: 1); with N > 1 "
+                                 "and no --storage the study is kept in "
+                                 "<out_dir>/<study_name>.log")
+        _output_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run (or resume) a search and write its report folder."""
+        from stabilizer.cli._progress import ProgressLine
+        from stabilizer.errors import mask_secrets
+        from stabilizer.report import write_report
+        from stabilizer.search import (
+            RunConfigSource,
+            prepare_search,
+            run_search,
+            storage_for_workers,
+        )
+
+        run, base_dir = load_config(args.config, args)
+        prepared = prepare_run(run, base_dir)
+        # the data checked against the model, the study named and its fingerprint checked
+        # before anything is written to it
+        settings, search = prepare_search(prepared.build_fn, prepared.data, prepared.space,
+                                          prepared.settings)
+        settings = storage_for_workers(settings, args.workers)
+        run = run.with_search(study_name=settings.study)
+        existing: list[Any] = []
+        baseline_stored = False
+        if settings.driver == "optuna":
+            from stabilizer.search.optuna import OptunaDriver, records_from_study
+
+            driver = OptunaDriver(settings, prepared.space)  # opens (creates) the study
+            driver.check_fingerprint(search.fingerprint, force=settings.resume == "force")
+            study = driver._study()
+            study.set_user_attr("run_config", run.to_dict())
+            study.set_user_attr("space_name", prepared.space.name)
+            existing = records_from_study(study)
+            baseline_stored = "baseline" in study.user_attrs
+        progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
+        progress.note(f"study {settings.study!r} ({mask_secrets(settings.resolved_storage())}): "
+                      f"{progress.done} of {settings.trials} trials done")
+        if not baseline_stored:
+            progress.note("diagnosing your own configuration (the baseline) ..."
+                          if settings.diagnose
+                          else "probing your own configuration (the baseline) ...")
+        progress.show()
+        folder = Path(settings.out_dir) / settings.study
+        try:
+            source = RunConfigSource(run.to_dict(), str(base_dir)) if args.workers > 1 else None
+            result = run_search(prepared.build_fn, prepared.data, prepared.space, settings,
+                                progress=progress, workers=args.workers, source=source,
+                                prepared=search)
+        except SearchInterrupted as exc:
+            progress.close()
+            if exc.result is not None:  # what finished is reported before exiting with 130
+                write_report(exc.result, folder)
+                print(f"partial report: {folder / 'report.html'}", file=sys.stderr)
+            raise
+        finally:
+            progress.close()
+        folder = write_report(result, folder)
+        _print_result(result, folder, args.format, args.quiet)
+        return 0
+
+
+class DiagnoseCommand(Command):
+    name = "diagnose"
+    help = "probe your current setup and say how stable it is"
+    description = ("Probe the configuration the model factory returns, as it is, and print its "
+                   "stability verdict and score components.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("config", help="YAML file: model, data and search settings")
+        _output_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Diagnose the user's own configuration (`stabilizer.diagnosis.diagnose`); no study."""
+        from stabilizer.diagnosis import diagnose
+
+        run, base_dir = load_config(args.config)
+        prepared = prepare_run(run, base_dir)
+        settings = prepared.settings
+        if not args.quiet:
+            print(f"diagnosing your own configuration: {settings.seeds} seed(s) x "
+                  f"{settings.probe_steps} steps ...", file=sys.stderr, flush=True)
+        diagnosis = diagnose(prepared.build_fn, prepared.data, config=settings,
+                             seeds=settings.seeds)
+        if args.format == "json":
+            print(json.dumps({"model": run.model, "data": run.data, **diagnosis.to_dict()},
+                             indent=2, default=str))
+        else:
+            print(diagnosis.to_text())
+            if not diagnosis.healthy:
+                print(f"next: stabilizer search {args.config}")
+        return 0
+
+
+class ReportCommand(Command):
+    name = "report"
+    help = "rebuild the report of a finished or running study"
+    description = "Rebuild <out>/<STUDY>/ from the study's storage alone."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("study", metavar="STUDY", help="the study name")
+        parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
+                                              "<out>/<STUDY>.db that `search` makes)")
+        parser.add_argument("--out", default=SearchConfig().out_dir,
+                            help="folder of the report (default: %(default)s)")
+        _output_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Rebuild the report folder of a finished or running study from its storage."""
+        from stabilizer.report import write_report
+        from stabilizer.search import load_result
+
+        storage = args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
+        result = load_result(args.study, storage)
+        folder = write_report(result, Path(args.out) / args.study)
+        _print_result(result, folder, args.format, args.quiet)
+        return 0
+
+
+class ShowSpaceCommand(Command):
+    name = "show-space"
+    help = "print a search space, or list bundled ones"
+    description = "Print a bundled search space or a space file."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", nargs="?", metavar="NAME",
+                            help="bundled space name or YAML file; omit to list the bundled "
+                                 "spaces")
+        parser.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                            help="output format (default: %(default)s)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Print a search space (bundled name or YAML file), or list the bundled ones."""
+        from stabilizer.space import bundled_spaces, load_space
+
+        if args.name is None:
+            for name in bundled_spaces():
+                print(f"{name:<16} {load_space(name).description}")
+            return 0
+        space = load_space(args.name)
+        if args.format == "json":
+            print(json.dumps({"name": space.name, "description": space.description,
+                              "searched": space.searched(), "dimensions": space.to_dict()},
+                             indent=2))
+            return 0
+        print(f"# space {space.name!r}: {space.description}")
+        print(f"# searched: {', '.join(space.searched()) or 'nothing (all fixed)'}")
+        print(yaml.safe_dump(space.to_dict(), sort_keys=False), end="")
+        return 0
+
+
+#: The subcommands, in the order `stabilizer --help` lists them.
+COMMANDS: tuple[Command, ...] = (SearchCommand(), DiagnoseCommand(), ReportCommand(),
+                                 ShowSpaceCommand())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stabilizer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="stabilizer", description="Make Keras training stable: probe, score, search.")
+    parser.add_argument("--version", action="version", version=f"stabilizer {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help,
+                                    description=command.description)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stabilizer`` console script; returns the exit status."""
+    import optuna
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    where = f"stabilizer {args.command}"
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"{where}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except StabilizerError as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{where}: interrupted; the study is kept: re-run the same command to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,83 @@
+"""A search read back from its storage alone: `load_result` (``stabilizer report``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from stabilizer.config import SearchConfig, StabilityConfig, one_line
+from stabilizer.diagnosis import Diagnosis
+from stabilizer.errors import ConfigError, StabilizerError, mask_secrets
+from stabilizer.result import Candidate, StabilityResult
+from stabilizer.scoring import ScoreComponents
+from stabilizer.search._choice import choose_best, restore_nan
+from stabilizer.search.optuna import journal_path, open_storage, records_from_study
+from stabilizer.space import load_space
+
+__all__ = ["load_result"]
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        return Path(url[len(prefix):].split("?", 1)[0])
+    return None
+
+
+def load_result(study_name: str, storage: str) -> StabilityResult:
+    """The `StabilityResult` of a finished or running study, read from storage alone.
+
+    The baseline comes from the study's ``baseline`` attribute, the trials from
+    `records_from_study`, the settings from the ``run_config`` attribute the CLI
+    stores (defaults when the study was made by the Python API). `build_fn` is
+    not known: set ``result.build_fn`` before calling `build_model()` (and
+    ``result.targets``, the training labels, when the best configuration sets
+    ``output_bias: chance``).
+    """
+    label = mask_secrets(storage)
+    for kind, path in (("database", _sqlite_path(storage)), ("journal", journal_path(storage))):
+        if path is not None and not path.is_file():  # opening would create an empty one
+            raise ConfigError(f"storage={label!r}: {kind} file {str(path)!r} not found; "
+                              "expected the storage of an existing study (--storage URL)")
+    try:  # an RDB URL or a journal file
+        rdb = open_storage(storage)
+    except ConfigError as exc:
+        raise ConfigError(one_line(str(exc))) from None
+    try:
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage=rdb)
+        raise ConfigError(f"study {study_name!r} not found in {label}; it holds "
+                          f"{', '.join(map(repr, names)) or 'no studies'}") from None
+    attrs = study.user_attrs
+    stored = attrs.get("baseline")
+    if stored is None:
+        raise StabilizerError(f"study {study_name!r} has no baseline yet: it is still probing "
+                              "the user's own configuration; try again in a moment")
+    run_config = attrs.get("run_config") or {}
+    settings = SearchConfig.from_dict(run_config.get("search") or {"study_name": study_name})
+    baseline = Candidate(StabilityConfig(),
+                         ScoreComponents.from_dict(restore_nan(stored["components"])),
+                         stored["curves"], stored.get("user_params", {}))
+    records = records_from_study(study)
+    space = attrs.get("space_name") or (settings.space if isinstance(settings.space, str)
+                                        else "custom")
+    choice = choose_best(records, baseline)
+    result = StabilityResult(best=choice.best, baseline=baseline, choice_note=choice.note,
+                             trials=records, settings=settings, space_name=space,
+                             study_name=study_name, storage=label,
+                             space_notes=list(attrs.get("space_notes") or []))
+    if stored.get("diagnosis"):
+        result.diagnosis = Diagnosis.from_dict(stored["diagnosis"])
+        if isinstance(settings.space, str):
+            try:
+                result.focus_notes = result.diagnosis.focus_notes(load_space(settings.space))
+            except ConfigError:
+                pass  # a space file that moved: the notes are only a summary
+        after = attrs.get(f"diagnosis_after_{result.best.trial_number}")
+        if not result.improved:
+            result.after = result.diagnosis
+        elif after:
+            result.after = Diagnosis.from_dict(after)
+    return result
