@@ -1,0 +1,115 @@
+"""The loss recorder: per-step training loss and an on-device divergence flag."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from stabilizer.telemetry._buffers import row_update
+
+__all__ = ["LossRecorder", "attach_loss_recorder", "loss_ceiling"]
+
+
+_PROBABILITY_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
+                       "binary_crossentropy"}
+
+
+def loss_ceiling(loss: Any) -> float:
+    """The most a clipped cross-entropy can report; +inf for other losses.
+
+    A cross-entropy on probabilities (``from_logits=False``) clips them at
+    `keras.config.epsilon()`, so its loss never exceeds ``-log(epsilon)`` (16.1):
+    a classifier blown up to confident wrong answers reports at most that, which
+    is below 10x a 10-class start (23). TensorFlow computes the loss from the
+    softmax's logits when it can, unclipped, so there the explosion shows anyway;
+    under JAX and PyTorch it shows only against this ceiling.
+    """
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None) \
+        or getattr(loss, "__name__", "")
+    config = loss.get_config() if hasattr(loss, "get_config") else {}
+    if str(name) not in _PROBABILITY_LOSSES or config.get("from_logits", False):
+        return float("inf")
+    return -float(np.log(keras.config.epsilon()))
+
+
+class LossRecorder(keras.metrics.Metric):
+    """Per-step training loss buffer and divergence flag (fed by `compute_loss`).
+
+    A step diverges when its loss is not finite, exceeds `divergence_factor` times
+    the first step's loss, or, with a `ceiling` (`loss_ceiling`: a clipped
+    cross-entropy's maximum) and a first loss below 90% of it, passes halfway from
+    the first loss to the ceiling: far worse than the untrained model, which only
+    confident wrong answers reach.
+    `update_state` and `reset_state` do nothing: Keras resets metrics at each epoch
+    and before validation, but this buffer spans the whole probe.
+    The first step's loss, the divergence rule's reference, is read from slot 0 of
+    the buffer, so `capacity` must be at least 2 (a probe has at least 2 steps).
+    """
+
+    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss",
+                 ceiling: float = float("inf")) -> None:
+        super().__init__(name=name)
+        self.capacity = capacity
+        self.divergence_factor = divergence_factor
+        self.ceiling = ceiling
+        self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+        self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
+
+    def record(self, loss: Any) -> None:
+        loss = ops.cast(ops.mean(loss), "float32")
+        count = self.count.value
+        step = ops.minimum(count, self.capacity - 1)
+        buffer = row_update(self.buffer.value, step, loss)
+        self.buffer.assign(buffer)
+        first = buffer[0]  # the first step's loss, written there at count 0
+        healthy = ops.logical_and(
+            ops.isfinite(loss),
+            ops.abs(loss) <= self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
+        if self.ceiling < float("inf"):
+            saturated = ops.logical_and(ops.greater(loss, 0.5 * (first + self.ceiling)),
+                                        ops.less(first, 0.9 * self.ceiling))
+            healthy = ops.logical_and(healthy, ops.logical_not(saturated))
+        exploded = ops.cast(ops.logical_not(healthy), "float32")
+        self.diverged.assign(ops.maximum(self.diverged.value, exploded))
+        self.count.assign(count + 1)
+
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def reset_state(self) -> None:
+        return None
+
+    def result(self) -> Any:
+        # A new value, not the variable itself: under JAX the variable's buffer is
+        # donated to the next step, and the logs that carry this result are read
+        # (asynchronously) after that.
+        return ops.cast(ops.greater(self.diverged.value, 0.5), "float32")
+
+
+def attach_loss_recorder(model: keras.Model, recorder: LossRecorder) -> None:
+    """Feed `recorder` from the model's `compute_loss` (training steps only).
+
+    `compute_loss` is Keras' documented hook for the loss; wrapping the bound
+    method keeps any override the user's model class has.
+    """
+    original = model.compute_loss
+    model._stab_loss_recorder = recorder  # tracked by Keras as a model metric
+
+    def compute_loss(self: keras.Model, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        if model._compute_loss_original_has_training:
+            loss = original(x, y, y_pred, sample_weight, training=training)
+        else:
+            loss = original(x, y, y_pred, sample_weight)
+        if training:
+            recorder.record(loss)
+        return loss
+
+    model._compute_loss_original_has_training = model._compute_loss_has_training_arg
+    model.compute_loss = types.MethodType(compute_loss, model)
+    model._compute_loss_has_training_arg = True
