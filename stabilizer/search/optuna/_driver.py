@@ -463,8 +463,11 @@ class OptunaDriver(BaseDriver):
         self._study().set_user_attr("baseline", record)
 
     def has_history(self) -> bool:
+        """Trials that ran (queued ones waiting to run do not count) or a stored baseline."""
         study = self._study()
-        return bool(study.get_trials(deepcopy=False)) or "baseline" in study.user_attrs
+        ran = study.get_trials(deepcopy=False, states=tuple(s for s in TrialState
+                                                            if s != TrialState.WAITING))
+        return bool(ran) or "baseline" in study.user_attrs
 
     def load_attr(self, key: str) -> Any:
         return self._study().user_attrs.get(key)
