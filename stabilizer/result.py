@@ -95,7 +95,7 @@ def applied_only(config: StabilityConfig, not_applied: list[str]) -> StabilityCo
         match = _NOT_APPLIED_FIELD.match(entry)
         if match and match.group(1) in defaults:
             reset[match.group(1)] = defaults[match.group(1)]
-    if reset.get("clipping") is not None or "clip_value" in reset:
+    if "clipping" in reset or "clip_value" in reset:  # a clipping mode needs its value
         reset.update(clipping=defaults["clipping"], clip_value=None)
     return dataclasses.replace(config, **reset) if reset else config
 
