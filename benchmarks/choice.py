@@ -147,8 +147,8 @@ def probe_tail(curve: dict[str, Any]) -> dict[str, float | None]:
 
 def _user_lr(build_fn: Any, settings: Any) -> float:
     """The learning rate the user's compiled model starts with (a trial that keeps it)."""
+    from stabilizer.apply import CompileSpec, effective_learning_rate
     from stabilizer.config import StabilityConfig
-    from stabilizer.model import CompileSpec, effective_learning_rate
 
     return effective_learning_rate(CompileSpec.from_model(build_fn(), settings),
                                    StabilityConfig())

@@ -29,7 +29,7 @@ steps and ``trials - 1`` candidates on ``seeds`` seeds of ``probe_steps`` steps;
 the user's batch size unless the candidate sets one; (d) needs only one candidate's
 worth. (b) and (c) sample the space through the same `SearchSpace.sample` as the
 stabilizer (KerasTuner hyperparameters via `declare_space`, Optuna suggestions via
-`OptunaSuggester`) and apply a candidate the same way (`stabilizer.model`), but
+`OptunaSuggester`) and apply a candidate the same way (`stabilizer.apply`), but
 train it with a plain `model.fit` (no telemetry, no pruning; only a NaN loss stops a
 run early) and score it by its mean final validation loss over the seeds (+inf
 when a seed produced NaN). Each reports the candidate with the lowest mean. The
@@ -443,9 +443,8 @@ def _code_version() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
                               capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "stabilizer",
-                                "search_spaces"], cwd=root, check=True, capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "stabilizer"], cwd=root,
+                               check=True, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if dirty else "")

@@ -59,9 +59,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from stabilizer.apply import build_configured_model, resolve_build_fn
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
-from stabilizer.model import build_configured_model, resolve_build_fn
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -106,7 +106,7 @@ def config_setup(build_fn: Callable[..., Any], config: StabilityConfig, settings
                  total_steps: int, targets: Any = None) -> SetupFactory:
     """A factory training `build_fn`'s model under `config` for `total_steps` steps.
 
-    `stabilizer.model.build_configured_model`, the path the probes and
+    `stabilizer.apply.build_configured_model`, the path the probes and
     `StabilityResult.build_model` and `fit_kwargs` take: the
     configuration applied to the user's model, the user's optimizer class with the
     configuration's learning rate, schedule (spanning `total_steps`) and clipping,

@@ -34,8 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 from stabilizer import SearchConfig, StabilityConfig  # noqa: E402
+from stabilizer.apply import apply_config, compile_model, make_optimizer  # noqa: E402
 from stabilizer.data import ProbeData, prepare_data  # noqa: E402
-from stabilizer.model import apply_config, compile_model, make_optimizer  # noqa: E402
 from stabilizer.probe import ProbePlan, run_probe  # noqa: E402
 from stabilizer.telemetry import (  # noqa: E402
     LossRecorder,

@@ -21,7 +21,7 @@ not a function or `Loss` object (a dict or list of them), labels whose shape doe
 not match the output's.
 
 The same constant starts the output layer's bias where `StabilityConfig(output_bias=
-"chance")` asks for it (`constant_bias`; `stabilizer.model.output_bias` finds the
+"chance")` asks for it (`constant_bias`; `stabilizer.apply.output_bias` finds the
 layer): a regression on targets of 300 +- 150 whose untrained output is near 0 starts
 at a squared error of ~1e5, most of it the offset; with the bias at the mean the first
 steps learn the input's effect instead of the targets' scale (the "init well" advice

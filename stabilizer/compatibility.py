@@ -31,19 +31,19 @@ from typing import Any
 import keras
 import numpy as np
 
-from stabilizer.chance import fit_targets
-from stabilizer.config import SearchConfig
-from stabilizer.data import ProbeData
-from stabilizer.errors import DataError, clean_message
-from stabilizer.model import (
+from stabilizer.apply import (
     CompileSpec,
     call_build_fn,
     has_batch_norm,
-    is_graph_model,
     output_layer,
     replay_hyperparameters,
     resolve_build_fn,
 )
+from stabilizer.chance import fit_targets
+from stabilizer.config import SearchConfig
+from stabilizer.data import ProbeData
+from stabilizer.errors import DataError, clean_message
+from stabilizer.keras_internals import flat_layers, is_graph_model
 from stabilizer.space import SearchSpace
 
 __all__ = ["ModelFacts", "check_data_fits", "fit_space", "inspect_model"]
@@ -79,7 +79,7 @@ def inspect_model(build_fn: Callable[..., Any], data: ProbeData,
         reason = "the training labels are not in memory (a dataset pipeline)"
     kernels = any(hasattr(layer, "kernel_initializer")
                   or hasattr(getattr(layer, "cell", None), "kernel_initializer")
-                  for layer in model._flatten_layers(include_self=False))
+                  for layer in flat_layers(model))
     return ModelFacts(model, spec, has_batch_norm(model), is_graph_model(model), kernels,
                       reason)
 

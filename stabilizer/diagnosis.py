@@ -143,7 +143,7 @@ otherwise); its running product over the layers is the signal's variance drift.
   [1/``init_drift``, ``init_drift``]. Warning.
 - ``output_offset``: the untrained model's loss on the validation sample is at
   least ``output_offset`` (2) times what it is with the output layer's bias at the
-  best constant prediction of the training targets (`stabilizer.model.output_bias`:
+  best constant prediction of the training targets (`stabilizer.apply.output_bias`:
   their mean for a regression, the class log-frequencies for a softmax): most of the
   starting loss is the outputs' offset from the targets' scale (unscaled regression
   targets), which the first large steps then spend on. Warning; `focus` sets
@@ -188,29 +188,29 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.chance import fit_targets, resolve_loss
-from stabilizer.compatibility import inspect_model
-from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.data import ProbeData, prepare_data
-from stabilizer.errors import ConfigError
-from stabilizer.lr_range import (
-    LRRangeResult,
-    configured_learning_rate,
-    lr_range_test,
-    settings_with,
-)
-from stabilizer.model import (
+from stabilizer.apply import (
     activation_family,
     activation_name,
     apply_config,
     call_build_fn,
-    is_graph_model,
     is_recurrent,
     layer_activations,
     output_bias,
     output_layer,
     replay_hyperparameters,
     resolve_build_fn,
+)
+from stabilizer.chance import fit_targets, resolve_loss
+from stabilizer.compatibility import inspect_model
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.data import ProbeData, prepare_data
+from stabilizer.errors import ConfigError
+from stabilizer.keras_internals import flat_layers, is_graph_model
+from stabilizer.lr_range import (
+    LRRangeResult,
+    configured_learning_rate,
+    lr_range_test,
+    settings_with,
 )
 from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probe
 from stabilizer.scoring import LOSS_FLOOR, jsonable, preceding_median, window
@@ -573,7 +573,7 @@ def check_initializers(model: keras.Model, thresholds: dict[str, float] | None =
     th = {**THRESHOLDS, **(thresholds or {})}
     activations = layer_activations(model)
     records: list[dict[str, Any]] = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in flat_layers(model):
         target = layer if hasattr(layer, "kernel_initializer") else getattr(layer, "cell", None)
         kernel = getattr(target, "kernel", None)
         if target is None or kernel is None or layer.name not in activations:
@@ -655,7 +655,7 @@ def _mismatch(init: Any, activation: str, recurrent: bool = False) -> str:
     """Why `init` does not suit `activation` ("" when it does); see the module docstring.
 
     A recurrent layer's Glorot input kernel is the match for every activation
-    (`stabilizer.model.matched_initializer`), so it is never a mismatch there.
+    (`stabilizer.apply.matched_initializer`), so it is never a mismatch there.
     """
     family = activation_family(activation)
     scaling = isinstance(init, keras.initializers.VarianceScaling)
@@ -718,7 +718,7 @@ class _SeedMonitor:
         names, index = layer_groups(variables)
         self.matrix_layers = [name for i, name in enumerate(names)
                               if any(len(v.shape) >= 2 for v, g in zip(variables, index) if g == i)]
-        bns = [layer for layer in model._flatten_layers(include_self=False)
+        bns = [layer for layer in flat_layers(model)
                if isinstance(layer, keras.layers.BatchNormalization)]
         self.has_bn = bool(bns)
         if bns:
@@ -902,7 +902,7 @@ def _mode_gap(model: keras.Model, x: Any, y: Any, batch: int) -> dict[str, float
     chunks = min(16, n // batch)
     if chunks < 1:
         return f"the validation sample ({n}) is smaller than one batch ({batch})"
-    layers = list(model._flatten_layers(include_self=False))
+    layers = list(flat_layers(model))
     saved = [(v, ops.convert_to_numpy(v)) for layer in layers
              if isinstance(layer, keras.layers.BatchNormalization)
              for v in (layer.moving_mean, layer.moving_variance)]

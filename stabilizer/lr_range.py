@@ -38,16 +38,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.data import ProbeData, prepare_data
-from stabilizer.errors import ConfigError
-from stabilizer.model import (
+from stabilizer.apply import (
     CompileSpec,
     call_build_fn,
     effective_learning_rate,
     replay_hyperparameters,
     resolve_build_fn,
 )
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.data import ProbeData, prepare_data
+from stabilizer.errors import ConfigError
 from stabilizer.probe import ProbePlan, run_probe
 from stabilizer.scoring import jsonable
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from stabilizer.apply import AppliedModel, build_configured_model
 from stabilizer.chance import chance_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
@@ -31,7 +32,6 @@ from stabilizer.errors import (
     StabilizerError,
     clean_message,
 )
-from stabilizer.model import AppliedModel, build_configured_model
 from stabilizer.telemetry import (
     LossRecorder,
     ProbeTrace,

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.errors import ConfigError
-from stabilizer.model import (
+from stabilizer.apply import (
     ConfiguredModel,
     build_configured_model,
     plateau_callback,
     replay_hyperparameters,
     resolve_build_fn,
 )
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.errors import ConfigError
 from stabilizer.scoring import ScoreComponents
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import pytest
 import scenarios
 
 from stabilizer import SearchConfig, SearchSpace, StabilityConfig, load_space, stabilize
-from stabilizer.model import apply_config
+from stabilizer.apply import apply_config
 from stabilizer.result import Candidate
 from stabilizer.scoring import ScoreComponents
 from stabilizer.search.keras_tuner import KerasTunerSuggester, declare_space
@@ -85,7 +85,7 @@ def check_config(space: SearchSpace, config: StabilityConfig) -> None:
 
 def test_every_named_space_is_bundled_with_a_comment_on_when_to_use_it():
     assert set(BUNDLED) <= set(bundled_spaces())
-    folder = resources.files("stabilizer.search_spaces")
+    folder = resources.files("stabilizer.space.bundled")
     for name in BUNDLED:
         text = (folder / f"{name}.yaml").read_text()
         assert text.startswith(f"# {name}:"), name
@@ -124,7 +124,7 @@ def test_spaces_load_and_sample_from_a_built_wheel(tmp_path: Path):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(root / "pyproject.toml", src)
-    for folder in ("stabilizer", "search_spaces"):
+    for folder in ("stabilizer",):
         shutil.copytree(root / folder, src / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps",

@@ -8,7 +8,7 @@ import pytest
 import scenarios
 
 from stabilizer import ModelError, SearchConfig, StabilityConfig
-from stabilizer.model import (
+from stabilizer.apply import (
     CompileSpec,
     apply_config,
     layer_activations,

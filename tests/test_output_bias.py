@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from stabilizer import ConfigError, StabilityConfig, diagnose, load_space, stabilize
+from stabilizer.apply import apply_config, output_bias, output_layer
 from stabilizer.chance import chance_loss
 from stabilizer.config import SearchConfig
 from stabilizer.data import prepare_data
-from stabilizer.model import apply_config, output_bias, output_layer
 from stabilizer.probe import run_probe
 from stabilizer.space import Choice, Fixed
 

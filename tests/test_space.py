@@ -21,7 +21,7 @@ def _samples(space: SearchSpace, n: int = 30, **kwargs) -> list[StabilityConfig]
 
 
 def test_bundled_spaces_come_from_the_installed_package():
-    import stabilizer.search_spaces as pkg
+    import stabilizer.space.bundled as pkg
 
     assert {"default", "quick"} <= set(bundled_spaces())
     assert pkg.__file__  # importable as a package, so it ships in the wheel

@@ -20,8 +20,8 @@ def check_model_factory(spec: str, build_fn: Callable[..., Any], settings: Searc
     """Call the factory once: it must return a keras.Model the search can compile."""
     import keras
 
+    from stabilizer.apply import CompileSpec, replay_hyperparameters, resolve_build_fn
     from stabilizer.errors import ModelError
-    from stabilizer.model import CompileSpec, replay_hyperparameters, resolve_build_fn
 
     function, uses_hp = resolve_build_fn(build_fn)
     try:

@@ -40,7 +40,7 @@ __all__ = [
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
 INITIALIZER_MODES = ("keep", "auto")
 #: "cooldown" holds the rate constant, then decays it linearly to 1% over the last 20% of
-#: training (`stabilizer.model.Cooldown`, a "stable then decay" schedule).
+#: training (`stabilizer.apply.Cooldown`, a "stable then decay" schedule).
 LR_SCHEDULES = ("keep", "constant", "exponential", "cosine", "warmup_cosine", "plateau",
                 "cooldown")
 CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
@@ -51,7 +51,7 @@ CLIPPING_MODES = ("keep", "none", "norm", "value", "global_norm")
 NORMALIZATIONS = ("keep", "batch", "group", "layer")
 #: "chance" starts the output layer's bias at the best constant prediction of the training
 #: targets (their mean for a regression, the class log-frequencies for a softmax), so the
-#: untrained model is not far off the targets' scale (`stabilizer.model.output_bias`).
+#: untrained model is not far off the targets' scale (`stabilizer.apply.output_bias`).
 OUTPUT_BIASES = ("keep", "chance")
 #: How a study found under the same name is treated (`SearchConfig.resume`).
 RESUME_MODES = ("auto", "force")

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from stabilizer.apply import resolve_build_fn
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
-from stabilizer.model import resolve_build_fn
 from stabilizer.probe import ProbePlan, probe_seeds, run_probe
 from stabilizer.scoring import DIVERGED_SCORE, ScoreComponents, score_traces
 from stabilizer.telemetry import ProbeTrace, TelemetryCallback

@@ -34,6 +34,7 @@ import numpy as np
 from stabilizer.config import SearchConfig
 from stabilizer.data import ProbeData
 from stabilizer.errors import ConfigError
+from stabilizer.keras_internals import flat_layers
 
 __all__ = ["Fingerprint", "study_fingerprint", "DEFAULT_STUDY_PREFIX", "RESUME_HELP"]
 
@@ -133,7 +134,7 @@ def _model_part(model: Any) -> str:
         described = "architecture"
     except Exception:  # a subclassed model without get_config: its layers and weights
         config = [[type(layer).__qualname__, [list(map(int, w.shape)) for w in layer.weights]]
-                  for layer in model._flatten_layers(include_self=False)]
+                  for layer in flat_layers(model)]
         described = "layers"
     try:
         params = f"{int(model.count_params()):,} parameters"

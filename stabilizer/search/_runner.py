@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from stabilizer.apply import replay_hyperparameters
 from stabilizer.compatibility import ModelFacts, fit_space, inspect_model
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.diagnosis import Diagnosis, diagnose
 from stabilizer.errors import SearchInterrupted
-from stabilizer.model import replay_hyperparameters
 from stabilizer.probe import batch_size_of
 from stabilizer.result import Candidate, StabilityResult, TrialRecord
 from stabilizer.scoring import ScoreComponents, score_traces

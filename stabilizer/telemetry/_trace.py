@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from stabilizer.keras_internals import flat_layers
 from stabilizer.telemetry._loss import LossRecorder
 
 __all__ = ["ProbeTrace", "TelemetryCallback", "bn_statistics", "current_learning_rate",
@@ -124,7 +125,7 @@ def current_learning_rate(optimizer: Any) -> float:
 def bn_statistics(model: keras.Model) -> dict[str, float]:
     """Mean |moving_mean| and mean moving_variance over all BatchNormalization layers."""
     means, variances = [], []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in flat_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
             means.append(np.abs(ops.convert_to_numpy(layer.moving_mean)).mean())
             variances.append(ops.convert_to_numpy(layer.moving_variance).mean())

@@ -63,9 +63,9 @@ from typing import Any
 
 import keras_tuner
 
+from stabilizer.apply import call_build_fn
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError, ProbeFailedError, SearchAbortedError
-from stabilizer.model import call_build_fn
 from stabilizer.result import TrialRecord
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._evaluator import Evaluator

@@ -1,4 +1,4 @@
-"""Search spaces: which stabilization knobs are searched, over which ranges.
+"""The search space: which stabilization knobs are searched, over which ranges.
 
 A `SearchSpace` maps each dimension of `StabilityConfig` to a `Choice` (a list of
 values), a `FloatRange` (with optional log scale) or a `Fixed` value. Dimensions
@@ -32,7 +32,10 @@ from stabilizer.config import (
 from stabilizer.errors import ConfigError
 
 __all__ = [
+    "CONDITIONS",
+    "DIMENSIONS",
     "Choice",
+    "Dimension",
     "FloatRange",
     "Fixed",
     "SearchSpace",
@@ -267,8 +270,8 @@ def _check_dimension(key: str, dim: Dimension, where: str) -> None:
 
 
 def bundled_spaces() -> list[str]:
-    """Names of the spaces shipped in the package (`search_spaces/*.yaml`)."""
-    folder = resources.files("stabilizer.search_spaces")
+    """Names of the spaces shipped in the package (`stabilizer/space/bundled/*.yaml`)."""
+    folder = resources.files("stabilizer.space.bundled")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -288,8 +291,9 @@ def load_space(space: str | Path | Mapping[str, Any] | SearchSpace) -> SearchSpa
     if text not in names:
         raise ConfigError(f"space={text!r}: not a bundled space or a file; expected one of "
                           f"{', '.join(names)} or a path to a .yaml file")
-    resource = resources.files("stabilizer.search_spaces") / f"{text}.yaml"
-    return _from_yaml_text(resource.read_text(), name=text, where=f"search_spaces/{text}.yaml")
+    resource = resources.files("stabilizer.space.bundled") / f"{text}.yaml"
+    return _from_yaml_text(resource.read_text(), name=text,
+                           where=f"stabilizer/space/bundled/{text}.yaml")
 
 
 def _from_yaml_text(text: str, *, name: str, where: str) -> SearchSpace:

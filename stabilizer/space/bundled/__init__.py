@@ -1,0 +1,1 @@
+"""The bundled search spaces (YAML), shipped inside the package."""
