@@ -41,7 +41,7 @@ def quick_settings(tmp_path: Path) -> SearchConfig:
     """Short probes (40 steps, 2 evaluations, 2 seeds) in a temporary folder.
 
     The baseline is diagnosed (the default); the chosen configuration is not
-    diagnosed again (tests/test_stabilize_diagnosis.py covers that).
+    diagnosed again (tests/e2e/test_stabilize_diagnosis.py covers that).
     """
     return SearchConfig(probe_steps=40, evaluations=2, seeds=2, out_dir=str(tmp_path),
                         space="quick", trials=3, diagnose_after=False, study_name="stabilizer")

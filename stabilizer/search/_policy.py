@@ -1,4 +1,10 @@
-"""What both drivers do the same way: the pruning rule and Ctrl-C.
+"""What both drivers do the same way: failures, the pruning rule and Ctrl-C.
+
+- `FailurePolicy`: a failed probe ends its trial FAILED with its error (`error_text`:
+  secrets masked, the first line and the end kept) and the search goes on;
+  `max_consecutive_failures` failed trials in a row stop it with `SearchAbortedError`.
+  A trial that ran out of memory (its batch size is skipped from then on, where the
+  driver can) or that ran no probe neither counts nor breaks the run.
 
 - `clearly_worse`: a candidate whose quality at an evaluation is clearly (by `margin`
   nats) below the median of the completed candidates at the same evaluation is pruned,
@@ -19,13 +25,67 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRUNE_MARGIN", "PRUNE_STARTUP", "catch_interrupts", "clearly_worse",
-           "raise_if_interrupted"]
+from stabilizer.errors import SearchAbortedError, mask_secrets
+
+__all__ = [
+    "PRUNE_MARGIN",
+    "PRUNE_STARTUP",
+    "FailurePolicy",
+    "catch_interrupts",
+    "clearly_worse",
+    "error_text",
+    "raise_if_interrupted",
+]
 
 #: Nats of quality below the median at which a candidate is pruned.
 PRUNE_MARGIN = 1.0
 #: Completed candidates needed at an evaluation before anything is pruned there.
 PRUNE_STARTUP = 4
+
+
+def error_text(exc: BaseException | str, limit: int = 4000) -> str:
+    """A failed trial's error as stored: secrets masked, the first line and the end kept."""
+    text = mask_secrets(str(exc))
+    if len(text) <= limit:
+        return text
+    first = text.splitlines()[0][:500]
+    return f"{first}\n[...]\n{text[-(limit - len(first) - 7):]}"
+
+
+class FailurePolicy:
+    """Counts failed trials in a row; at `limit` the search stops (see the module docstring).
+
+    Both drivers call `record` as each trial ends, and stop when `tripped`;
+    `aborted()` is the error they raise then.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.run = 0
+        self.last_error = ""
+
+    @property
+    def tripped(self) -> bool:
+        return self.run >= self.limit
+
+    def record(self, failed: bool, error: str = "", *, skipped: bool = False) -> bool:
+        """Note how a trial ended; True when the search must stop now.
+
+        `skipped`: the trial ran out of memory or ran no probe, which neither counts
+        nor breaks a run of failures.
+        """
+        if skipped:
+            return self.tripped
+        if failed:
+            self.run += 1
+            self.last_error = str(error)[-2000:]
+        else:
+            self.run = 0
+        return self.tripped
+
+    def aborted(self) -> SearchAbortedError:
+        return SearchAbortedError(f"{self.run} trials failed in a row; last error:\n"
+                                  f"{self.last_error}")
 
 
 def clearly_worse(value: float, others: Sequence[float], *, margin: float = PRUNE_MARGIN,

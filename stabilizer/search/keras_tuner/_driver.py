@@ -29,9 +29,11 @@
 - Budget: ``settings.trials`` counts COMPLETE and PRUNED trials, as with Optuna. A
   random or Hyperband oracle that finds no untried candidate (a small categorical
   space, exhausted) ends the search early.
-- Failures: a probe raising `ProbeFailedError` ends its trial FAILED and the search
-  goes on; ``settings.max_consecutive_failures`` failures in a row raise
-  `SearchAbortedError`.
+- Failures: the Optuna driver's rule (`stabilizer.search._policy.FailurePolicy`): a
+  probe raising `ProbeFailedError` ends its trial FAILED and the search goes on;
+  ``settings.max_consecutive_failures`` failures in a row raise `SearchAbortedError`;
+  an out-of-memory trial is not counted (KerasTuner's oracle cannot skip its batch
+  size, so it may be proposed again).
 - Queued trials (`enqueue_first`: the diagnosis's first proposals): kept in
   ``queued_trials.json`` in the project directory and run first, one per new trial:
   the oracle proposes the trial as usual (`populate_space`) and the queued values
@@ -65,11 +67,15 @@ import keras_tuner
 
 from stabilizer.apply import call_build_fn
 from stabilizer.config import SearchConfig, StabilityConfig
-from stabilizer.errors import ConfigError, ProbeFailedError, SearchAbortedError
+from stabilizer.errors import (
+    ConfigError,
+    ProbeFailedError,
+    ProbeOutOfMemoryError,
+)
 from stabilizer.result import TrialRecord
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._evaluator import Evaluator
-from stabilizer.search._policy import clearly_worse
+from stabilizer.search._policy import FailurePolicy, clearly_worse, error_text
 from stabilizer.space import (
     CONDITIONS,
     DIMENSIONS,
@@ -429,7 +435,7 @@ class KerasTunerDriver(BaseDriver):
     def run(self, evaluator: Evaluator) -> list[TrialRecord]:
         self._check_project()
         oracle = self._open_oracle(evaluator)
-        failures, last_error = 0, ""
+        failures = FailurePolicy(self.settings.max_consecutive_failures)
         while self._count_done(oracle) < self.settings.trials:
             with warnings.catch_warnings():
                 _quiet_gaussian_process()
@@ -437,13 +443,9 @@ class KerasTunerDriver(BaseDriver):
             if trial.status != "RUNNING":
                 break  # STOPPED: no untried candidate left (IDLE needs parallel workers)
             record = self._run_trial(oracle, trial, evaluator)
-            if record["state"] == "FAIL":
-                failures, last_error = failures + 1, str(record.get("error", ""))[-2000:]
-                if failures >= self.settings.max_consecutive_failures:
-                    raise SearchAbortedError(
-                        f"{failures} trials failed in a row; last error:\n{last_error}")
-            else:
-                failures = 0
+            if failures.record(record["state"] == "FAIL", record.get("error", ""),
+                               skipped="out_of_memory" in record):
+                raise failures.aborted()
         return self.records()
 
     def _create_trial(self, oracle: keras_tuner.Oracle) -> Any:
@@ -492,7 +494,10 @@ class KerasTunerDriver(BaseDriver):
         try:
             evaluation = evaluator.evaluate(config, hp if evaluator.uses_hp else None, report)
         except ProbeFailedError as exc:
-            record.update(state="FAIL", error=str(exc)[-4000:], traceback=exc.traceback[-8000:],
+            if isinstance(exc, ProbeOutOfMemoryError):
+                record["out_of_memory"] = exc.batch_size
+            record.update(state="FAIL", error=error_text(exc),
+                          traceback=error_text(exc.traceback, 8000) if exc.traceback else "",
                           user_params=_user_params(hp),
                           intermediate=intermediate, seconds=time.perf_counter() - start)
             return self._end(oracle, trial, record)

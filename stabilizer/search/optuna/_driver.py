@@ -66,7 +66,9 @@ from stabilizer.search._evaluator import Evaluator
 from stabilizer.search._policy import (
     PRUNE_MARGIN,
     PRUNE_STARTUP,
+    FailurePolicy,
     clearly_worse,
+    error_text,
     raise_if_interrupted,
 )
 from stabilizer.space import SearchSpace
@@ -494,8 +496,8 @@ class OptunaDriver(BaseDriver):
         """Run trials until the study's budget is spent (shared with other workers)."""
         study = self._study()
         budget = self.settings.trials
-        failures = _FailureCounter(self.settings.max_consecutive_failures)
-        callbacks = [failures, *self._progress_callbacks()]
+        failures = FailurePolicy(self.settings.max_consecutive_failures)
+        callbacks = [_FailureCallback(failures), *self._progress_callbacks()]
         while True:
             raise_if_interrupted()
             fail_lost_trials(study)
@@ -516,8 +518,7 @@ class OptunaDriver(BaseDriver):
                 show_progress_bar=False,
             )
             if failures.tripped:
-                raise SearchAbortedError(
-                    f"{failures.limit} trials failed in a row; last error:\n{failures.last_error}")
+                raise failures.aborted()
         return records_from_study(study)
 
     def _progress_callbacks(self) -> list[Any]:
@@ -599,48 +600,26 @@ class OptunaDriver(BaseDriver):
 
 def _set_error(trial: optuna.Trial, exc: ProbeFailedError) -> None:
     """The failed trial keeps the error's message and, apart, its traceback."""
-    trial.set_user_attr("error", _error_text(exc))
+    trial.set_user_attr("error", error_text(exc))
     if exc.traceback:
-        trial.set_user_attr("traceback", _error_text(exc.traceback, 8000))
-
-
-def _error_text(exc: BaseException | str, limit: int = 4000) -> str:
-    """The error message for the trial: its first line and the end of its traceback."""
-    text = mask_secrets(str(exc))
-    if len(text) <= limit:
-        return text
-    first = text.splitlines()[0][:500]
-    return f"{first}\n[...]\n{text[-(limit - len(first) - 7):]}"
+        trial.set_user_attr("traceback", error_text(exc.traceback, 8000))
 
 
 class _SurplusTrial(ProbeFailedError):
     """A trial opened after other workers had taken the whole budget (no probe ran)."""
 
 
-class _FailureCounter:
-    """Stops the study after `limit` failed trials in a row.
+class _FailureCallback:
+    """The shared `FailurePolicy` as an Optuna callback: it stops the study when tripped."""
 
-    Out-of-memory trials (their batch size is skipped from then on) and surplus
-    trials (no probe ran) neither count nor break the run.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.run = 0
-        self.tripped = False
-        self.last_error = ""
+    def __init__(self, policy: FailurePolicy) -> None:
+        self.policy = policy
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if "out_of_memory" in trial.user_attrs or "surplus" in trial.user_attrs:
-            return
-        if trial.state == TrialState.FAIL:
-            self.run += 1
-            self.last_error = str(trial.user_attrs.get("error", ""))[-2000:]
-            if self.run >= self.limit:
-                self.tripped = True
-                study.stop()
-        else:
-            self.run = 0
+        skipped = "out_of_memory" in trial.user_attrs or "surplus" in trial.user_attrs
+        if self.policy.record(trial.state == TrialState.FAIL,
+                              str(trial.user_attrs.get("error", "")), skipped=skipped):
+            study.stop()
 
 
 def records_from_study(study: optuna.Study) -> list[TrialRecord]:
