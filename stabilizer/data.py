@@ -36,22 +36,26 @@ class ProbeData:
     train_size: int | None = None
     fixed_batch: bool = False
 
+    def train_order(self, batch_size: int, steps: int, seed: int) -> np.ndarray:
+        """The rows of `x` that `steps` batches of `batch_size` take, in order (arrays only).
+
+        Seeded reshuffled passes over the training rows, cut at `steps * batch_size`: a
+        probe on `seed` sees the same batches whether it trains alone or as a replica.
+        """
+        n = self.x.shape[0]
+        needed = steps * batch_size
+        rng = np.random.default_rng(seed)
+        passes = -(-needed // n)
+        return np.concatenate([rng.permutation(n) for _ in range(passes)])[:needed]
+
     def fit_inputs(self, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
         """Keyword arguments for `model.fit` carrying `steps` batches of `batch_size`.
 
-        Keras keeps one iterator across epochs when `steps_per_epoch` is set, so
-        arrays shorter than the probe are fed as a seeded stream of reshuffled
-        passes covering exactly `steps * batch_size` samples.
+        Arrays are fed in `train_order` (Keras keeps one iterator across epochs when
+        `steps_per_epoch` is set, so the order covers exactly `steps * batch_size` rows).
         """
         if self.kind == "arrays":
-            n = self.x.shape[0]
-            needed = steps * batch_size
-            if needed <= n - n % batch_size:
-                return {"x": self.x, "y": self.y, "batch_size": batch_size, "shuffle": True,
-                        "validation_data": (self.x_val, self.y_val)}
-            rng = np.random.default_rng(seed)
-            passes = -(-needed // n)
-            order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:needed]
+            order = self.train_order(batch_size, steps, seed)
             return {"x": self.x[order], "y": self.y[order], "batch_size": batch_size,
                     "shuffle": False, "validation_data": (self.x_val, self.y_val)}
         # a pipeline shuffles itself (Keras ignores shuffle=True for one, and warns)

@@ -48,6 +48,9 @@ class TrialRecord:
     curves: list[dict[str, Any]]
     error: str | None = None
     seconds: float | None = None
+    #: How the seeds were trained: {"seeds", "together", "fallback"}; "fallback" says why
+    #: they ran one after another (`stabilizer.probe.ProbeRun`).
+    probes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -265,6 +268,7 @@ class StabilityResult:
             *([f"not applied (left out): {'; '.join(self.not_applied)}"]
               if self.not_applied else []),
             *([f"space: {'; '.join(self.space_notes)}"] if self.space_notes else []),
+            *_probes_lines(self.trials),
             *self._diagnosis_lines(),
         ]
         return "\n".join(lines)
@@ -331,6 +335,22 @@ def _findings_line(diagnosis: Diagnosis) -> str:
     if not above:
         return "no finding above info"
     return ", ".join(f"{f.code} ({f.severity})" for f in above)
+
+
+def _probes_lines(trials: list[TrialRecord]) -> list[str]:
+    """How the trials' seeds were trained: together (replicas), or one after another and why."""
+    together = [t.probes["together"] for t in trials if t.probes.get("together", 1) > 1]
+    reasons: dict[str, int] = {}
+    for t in trials:
+        if t.probes.get("fallback"):
+            reasons[t.probes["fallback"]] = reasons.get(t.probes["fallback"], 0) + 1
+    lines = []
+    if together:
+        lines.append(f"probes:   seeds trained together in {len(together)} trial(s), up to "
+                     f"{max(together)} per program")
+    for reason, count in reasons.items():
+        lines.append(f"probes:   seeds one after another in {count} trial(s): {reason}")
+    return lines
 
 
 def _state_counts(trials: list[TrialRecord]) -> str:

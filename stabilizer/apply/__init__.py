@@ -29,7 +29,12 @@ from stabilizer.apply._layers import (
     matched_initializer,
 )
 from stabilizer.apply._model import apply_config
-from stabilizer.apply._optimizer import compile_model, effective_learning_rate, make_optimizer
+from stabilizer.apply._optimizer import (
+    compile_model,
+    effective_learning_rate,
+    fresh_metrics,
+    make_optimizer,
+)
 from stabilizer.apply._output_bias import output_bias, output_layer
 from stabilizer.apply._schedule import COOLDOWN_FRACTION, Cooldown, make_schedule, plateau_callback
 
@@ -46,6 +51,7 @@ __all__ = [
     "call_build_fn",
     "compile_model",
     "effective_learning_rate",
+    "fresh_metrics",
     "has_batch_norm",
     "is_recurrent",
     "layer_activations",

@@ -237,6 +237,11 @@ class SearchConfig(_YamlMixin):
     evaluations: int = _field(4, "validation passes per probe; the steps are split evenly")
     seeds: int = _field(2, "seeds per candidate; run-to-run spread is measured over them")
     seed: int = _field(0, "seed of the sampler and of the probe seeds")
+    replicas: str | int = _field(
+        "auto", "a candidate's seeds trained together as replicas in one program: 'auto' (as "
+        "many as fit in memory), 'off' (one after another), or the most per program (a "
+        "number); where replicas cannot be built the seeds run one after another and the "
+        "trial records why")
     batch_size: int = _field(32, "the user's batch size (used by the baseline)")
     validation_split: float = _field(
         0.2, "share of (x, y) held out for validation when no validation data is given")
@@ -284,6 +289,11 @@ class SearchConfig(_YamlMixin):
                 f"evaluations={self.evaluations}: expected at most probe_steps={self.probe_steps}")
         self.seeds = _number("seeds", self.seeds, low=1, integer=True)
         self.seed = _number("seed", self.seed, low=0, integer=True)
+        if self.replicas not in ("auto", "off"):
+            if isinstance(self.replicas, str) or isinstance(self.replicas, bool):
+                raise ConfigError(f"replicas={self.replicas!r}: expected 'auto', 'off' or a "
+                                  "whole number >= 1")
+            self.replicas = _number("replicas", self.replicas, low=1, integer=True)
         self.batch_size = _number("batch_size", self.batch_size, low=1, integer=True)
         self.validation_split = _number("validation_split", self.validation_split, low=0,
                                         low_open=True, high=0.9)

@@ -50,7 +50,7 @@ from stabilizer.lr_range import (
     lr_range_test,
     settings_with,
 )
-from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probe
+from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probes
 from stabilizer.telemetry import ProbeTrace
 
 __all__ = ["check_output_offset", "diagnose", "repair_for"]
@@ -109,14 +109,12 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     actual_batch = _actual_batch(probe_data, batch)
     plan = ProbePlan.from_settings(settings)
     sample = _validation_sample(probe_data, sample_size)
-    traces: list[ProbeTrace] = []
-    monitors: list[_SeedMonitor] = []
     seed_list = probe_seeds(settings)
-    for i, seed in enumerate(seed_list):
-        monitor = _SeedMonitor(sample, actual_batch, th, static=i == 0)
-        traces.append(run_probe(fn, probe_data, candidate, settings, seed, hp=hp, plan=plan,
-                                on_evaluation=monitor))
-        monitors.append(monitor)
+    monitors = [_SeedMonitor(sample, actual_batch, th, static=i == 0)
+                for i in range(len(seed_list))]
+    run = run_probes(fn, probe_data, candidate, settings, seed_list, hp=hp, plan=plan,
+                     hooks=dict(enumerate(monitors)), stop_on_divergence=False)
+    traces: list[ProbeTrace] = run.traces
     user_lr = configured_learning_rate(fn, hp, candidate, settings)
     lr_result: LRRangeResult | None = None
     if isinstance(lr_range, LRRangeResult):

@@ -55,7 +55,8 @@ class _SeedMonitor:
             self._start(model)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "step": int(ops.convert_to_numpy(model.optimizer.iterations)),
+            "step": getattr(callback, "step", None)
+            or int(ops.convert_to_numpy(model.optimizer.iterations)),
             "learning_rate": callback.learning_rate[-1] if callback.learning_rate else None,
             "val_loss": callback.val_loss[-1] if callback.val_loss else None,
             "layers": _weight_stats(model),

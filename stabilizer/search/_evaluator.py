@@ -1,9 +1,10 @@
 """Evaluating one candidate: its probes over every seed, scored, with the evidence.
 
-Both drivers call `Evaluator.evaluate`; it runs the seeds in order, stops at the
-first diverged seed (the candidate is diverged whatever the others do), reports
-the first seed's per-evaluation quality to the driver's pruner, and returns the
-score components and down-sampled curves for the report.
+Both drivers call `Evaluator.evaluate`; it probes the seeds (`run_probes`: together as
+replicas of one program where they can be, else in order), stops at the first diverged
+seed (the candidate is diverged whatever the others do), reports the first seed's
+per-evaluation quality to the driver's pruner, and returns the score components,
+down-sampled curves for the report and how the seeds were trained (`probes`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from stabilizer.apply import resolve_build_fn
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
-from stabilizer.probe import ProbePlan, probe_seeds, run_probe
+from stabilizer.probe import ProbePlan, probe_seeds, run_probes
 from stabilizer.scoring import DIVERGED_SCORE, ScoreComponents, score_traces
 from stabilizer.telemetry import ProbeTrace, TelemetryCallback
 
@@ -72,6 +73,8 @@ class Evaluation:
     components: ScoreComponents | None  # None when pruned before any seed finished
     curves: list[dict[str, Any]]
     pruned: bool = False
+    #: How the seeds were trained: {"seeds", "together", "fallback"} (`ProbeRun.describe`).
+    probes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -91,22 +94,15 @@ class Evaluator:
 
     def evaluate(self, config: StabilityConfig, hp: Any = None,
                  report: Reporter | None = None) -> Evaluation:
-        traces: list[ProbeTrace] = []
-        pruned = False
-        for index, seed in enumerate(probe_seeds(self.settings)):
-            hook = self._hook(report) if index == 0 and report is not None else None
-            trace = run_probe(self.build_fn, self.data, config, self.settings, seed,
-                              hp=hp, plan=self.plan, on_evaluation=hook)
-            traces.append(trace)
-            if trace.diverged:
-                break
-            if hook is not None and hook.pruned:
-                pruned = True
-                break
-        curves = [summarize_trace(t) for t in traces]
-        if pruned:
-            return Evaluation(config, None, curves, pruned=True)
-        return Evaluation(config, score_traces(traces, self.reference_loss), curves)
+        hook = self._hook(report) if report is not None else None
+        run = run_probes(self.build_fn, self.data, config, self.settings,
+                         probe_seeds(self.settings), hp=hp, plan=self.plan,
+                         hooks={0: hook} if hook is not None else None)
+        curves = [summarize_trace(t) for t in run.traces]
+        if hook is not None and hook.pruned:
+            return Evaluation(config, None, curves, pruned=True, probes=run.describe())
+        return Evaluation(config, score_traces(run.traces, self.reference_loss), curves,
+                          probes=run.describe())
 
     def _hook(self, report: Reporter) -> _PruneHook:
         return _PruneHook(report, self.reference_loss)

@@ -17,10 +17,18 @@ Three pieces, all through Keras' own extension points:
   evaluation) it keeps the validation logs, the learning rate and the
   BatchNormalization moving statistics. The buffers are read back in one go
   after the probe (`read_trace`).
+
+`_replicas` records the same per replica when a candidate's seeds train together in one
+program (`ReplicaLossRecorder`, `ReplicaLossMeans`, `replica_optimizer_class`).
 """
 
 from stabilizer.telemetry._loss import LossRecorder, attach_loss_recorder, loss_ceiling
 from stabilizer.telemetry._optimizer import instrumented_optimizer_class, layer_groups
+from stabilizer.telemetry._replicas import (
+    ReplicaLossMeans,
+    ReplicaLossRecorder,
+    replica_optimizer_class,
+)
 from stabilizer.telemetry._trace import (
     ProbeTrace,
     TelemetryCallback,
@@ -32,6 +40,8 @@ from stabilizer.telemetry._trace import (
 __all__ = [
     "LossRecorder",
     "ProbeTrace",
+    "ReplicaLossMeans",
+    "ReplicaLossRecorder",
     "TelemetryCallback",
     "attach_loss_recorder",
     "bn_statistics",
@@ -40,4 +50,5 @@ __all__ = [
     "layer_groups",
     "loss_ceiling",
     "read_trace",
+    "replica_optimizer_class",
 ]

@@ -286,11 +286,15 @@ def _no_probe(*args, **kwargs):
 ])
 def test_data_that_does_not_fit_the_model_is_a_data_error_before_any_probe(
         data, field, words, tmp_path, monkeypatch):
-    import stabilizer.probe
+    import stabilizer.diagnosis._diagnose
+    import stabilizer.probe._runner
     import stabilizer.search._evaluator
 
-    monkeypatch.setattr(stabilizer.probe, "run_probe", _no_probe)
-    monkeypatch.setattr(stabilizer.search._evaluator, "run_probe", _no_probe)
+    for module, name in ((stabilizer.probe._runner, "run_probe"),
+                         (stabilizer.probe._runner, "run_replica_probes"),
+                         (stabilizer.search._evaluator, "run_probes"),
+                         (stabilizer.diagnosis._diagnose, "run_probes")):
+        monkeypatch.setattr(module, name, _no_probe)
     build = scenarios.healthy_mlp
     if "one-hot" in words:
         def build():

@@ -136,6 +136,7 @@ def test_spaces_load_and_sample_from_a_built_wheel(tmp_path: Path):
     script = (
         "import json, sys\n"
         f"sys.path.append({str(root / 'tests')!r})\n"
+        f"sys.path.append({str(Path(__file__).resolve().parent)!r})\n"
         "import stabilizer\n"
         "from stabilizer.space import bundled_spaces, load_space\n"
         "from test_bundled_spaces import optuna_samples, keras_tuner_samples\n"

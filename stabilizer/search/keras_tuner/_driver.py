@@ -502,7 +502,8 @@ class KerasTunerDriver(BaseDriver):
                           intermediate=intermediate, seconds=time.perf_counter() - start)
             return self._end(oracle, trial, record)
         record.update(user_params=_user_params(hp), curves=evaluation.curves,
-                      intermediate=intermediate, seconds=time.perf_counter() - start)
+                      probes=evaluation.probes, intermediate=intermediate,
+                      seconds=time.perf_counter() - start)
         if evaluation.pruned:
             record["state"] = "PRUNED"
             return self._end(oracle, trial, record)
@@ -567,4 +568,5 @@ class KerasTunerDriver(BaseDriver):
             config=StabilityConfig.from_dict(config) if config else None,
             user_params=dict(stored.get("user_params", {})),
             components=stored.get("components"), curves=list(stored.get("curves", [])),
-            error=stored.get("error"), seconds=stored.get("seconds"))
+            error=stored.get("error"), seconds=stored.get("seconds"),
+            probes=dict(stored.get("probes", {})))

@@ -587,6 +587,7 @@ class OptunaDriver(BaseDriver):
         if hp is not None:
             trial.set_user_attr("user_params", hp.values)
         trial.set_user_attr("curves", evaluation.curves)
+        trial.set_user_attr("probes", evaluation.probes)
         if evaluation.pruned:
             raise optuna.TrialPruned()
         assert evaluation.components is not None
@@ -640,4 +641,4 @@ def record_from_trial(t: FrozenTrial) -> TrialRecord:
         user_params=dict(attrs.get("user_params", {})),
         components=attrs.get("components"), curves=list(attrs.get("curves", [])),
         error=attrs.get("error"),
-        seconds=seconds)
+        seconds=seconds, probes=dict(attrs.get("probes", {})))

@@ -1,4 +1,4 @@
-"""One probe: a short, instrumented training of one candidate on one seed.
+"""One probe: a short, instrumented training of one candidate on one seed, alone.
 
 A probe builds the user's model (seeded), applies the candidate, compiles it with
 the instrumented subclass of the user's optimizer class, attaches the loss
@@ -11,9 +11,7 @@ once at the end (see `stabilizer.telemetry`).
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -26,12 +24,12 @@ from stabilizer.chance import chance_loss
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
 from stabilizer.errors import (
-    ConfigError,
     ProbeFailedError,
     ProbeOutOfMemoryError,
     StabilizerError,
     clean_message,
 )
+from stabilizer.probe._plan import EvaluationHook, ProbePlan, batch_size_of, is_out_of_memory
 from stabilizer.telemetry import (
     LossRecorder,
     ProbeTrace,
@@ -42,58 +40,7 @@ from stabilizer.telemetry import (
     read_trace,
 )
 
-__all__ = ["ProbePlan", "run_probe", "probe_seeds", "is_out_of_memory"]
-
-#: Called after each evaluation with (evaluation index, callback); True stops the probe.
-EvaluationHook = Callable[[int, TelemetryCallback], bool]
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbePlan:
-    """How long a probe trains: `epochs` evaluations of `steps_per_epoch` steps."""
-
-    steps_per_epoch: int
-    epochs: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-    @classmethod
-    def from_settings(cls, settings: SearchConfig, factor: int = 1) -> ProbePlan:
-        per_epoch = max(1, settings.probe_steps // settings.evaluations)
-        return cls(per_epoch, settings.evaluations * factor)
-
-
-def probe_seeds(settings: SearchConfig) -> list[int]:
-    """The seeds every candidate is probed on (the same for all: fair comparison)."""
-    return [settings.seed * 1000 + i for i in range(settings.seeds)]
-
-
-def batch_size_of(config: StabilityConfig, settings: SearchConfig, data: ProbeData) -> int:
-    batch = config.batch_size or settings.batch_size
-    if data.train_size is not None and batch > data.train_size:
-        raise ConfigError(f"batch_size={batch}: larger than the {data.train_size} training "
-                          f"samples; expected at most {data.train_size}")
-    return batch
-
-
-_OOM_TEXT = re.compile(r"(?i:out of memory)|\bOOM\b|RESOURCE_EXHAUSTED")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an out-of-memory error of any backend.
-
-    `MemoryError`; TensorFlow's `ResourceExhaustedError`; torch's `OutOfMemoryError`;
-    or any error whose message says "out of memory", "OOM" or "RESOURCE_EXHAUSTED"
-    (JAX's `XlaRuntimeError`, CUDA and cuDNN messages).
-    """
-    if isinstance(exc, MemoryError):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & {"ResourceExhaustedError", "OutOfMemoryError"}:
-        return True
-    return bool(_OOM_TEXT.search(str(exc)[:4000]))
+__all__ = ["run_probe"]
 
 
 def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,

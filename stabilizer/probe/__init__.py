@@ -1,0 +1,40 @@
+"""Probes: short, instrumented trainings of one candidate on its seeds.
+
+`run_probes` trains a candidate's seeds together as replicas of one program
+(`_replicas`) where it can, else one after another (`_single.run_probe`), and records
+which and why (`ProbeRun`). `ProbePlan` says how long a probe trains and how often it
+is evaluated; `probe_seeds` which seeds every candidate gets.
+"""
+
+from stabilizer.probe._plan import (
+    EvaluationHook,
+    ProbePlan,
+    batch_size_of,
+    is_out_of_memory,
+    probe_seeds,
+)
+from stabilizer.probe._replicas import (
+    MAX_REPLICAS,
+    ReplicasUnavailable,
+    max_replicas,
+    replica_fallback,
+    run_replica_probes,
+)
+from stabilizer.probe._runner import ProbeRun, run_probes
+from stabilizer.probe._single import run_probe
+
+__all__ = [
+    "MAX_REPLICAS",
+    "EvaluationHook",
+    "ProbePlan",
+    "ProbeRun",
+    "ReplicasUnavailable",
+    "batch_size_of",
+    "is_out_of_memory",
+    "max_replicas",
+    "probe_seeds",
+    "replica_fallback",
+    "run_probe",
+    "run_probes",
+    "run_replica_probes",
+]
