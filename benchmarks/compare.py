@@ -247,7 +247,8 @@ def stabilizer_search(build_fn: Any, data: Any, settings: Any, workdir: Path) ->
                        budget=max(1, settings.trials - 1), seeds=settings.seeds,
                        probe_steps=settings.probe_steps, evaluations=settings.evaluations,
                        batch_size=settings.batch_size, out_dir=str(workdir),
-                       study_name="stabilizer", seed=settings.seed, diagnose_after=False)
+                       study_name="stabilizer", seed=settings.seed, diagnose_after=False,
+                       time_limit=settings.time_limit)
     wall = time.perf_counter() - start
     curves = list(result.baseline.curves) + [c for t in result.trials for c in t.curves]
     probe_seconds = sum(float(c.get("seconds") or 0.0) for c in curves)

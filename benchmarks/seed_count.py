@@ -17,7 +17,13 @@ Usage (from the repository root)::
 
     python -m benchmarks.seed_count --preset full --seeds 3 --jobs 2   # about an hour here
 
-Writes ``seed_count_<preset>_seeds<n>.json`` and ``.md`` to ``--out`` and prints the Markdown.
+At equal wall time instead of equal probe steps (``--time-limit-from REPORT``): each search
+gets, as its `time_limit`, the wall time the search of the same scenario and search seed
+took in REPORT (a run of this script, say at 2 seeds), and a trial budget twice that of
+REPORT's, so the time, not the trials, ends it: how many trials the seeds leave room for.
+
+Writes ``seed_count_<preset>_seeds<n>.json`` (``..._timed`` at equal wall time) and ``.md`` to
+``--out`` and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -90,9 +96,13 @@ def _verdict_entry(judgement: Any, baseline: Any, healthy: bool) -> dict[str, An
 
 
 def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int, ...],
-                 draws: int) -> dict[str, Any]:
+                 draws: int, limits: dict[int, float] | None = None,
+                 trials: int | None = None) -> dict[str, Any]:
     """One scenario: the baseline judged on each draw, then per search seed the search on
-    `seeds` probe seeds and its choice judged on the same draws; a JSON-ready dict."""
+    `seeds` probe seeds and its choice judged on the same draws; a JSON-ready dict.
+
+    `limits[search_seed]`: that search's `time_limit` (seconds), with a budget of
+    `trials` trials."""
     import keras
     import optuna
 
@@ -107,7 +117,7 @@ def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int,
         return judge_on(setup, config, preset, draw_seeds(draw))
 
     baselines = [judged(base_setup, StabilityConfig(), d) for d in range(draws + 1)]
-    budget = stabilizer_budget(preset, seeds)
+    budget = trials if trials is not None else stabilizer_budget(preset, seeds)
     searches = []
     for search_seed in search_seeds:
         # compare.stabilizer_search runs ``trials - 1`` trials (its LR tests take one)
@@ -115,6 +125,8 @@ def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int,
                                        trials=budget + 1)
         setup = scenario_setup(name, searched, Path(tempfile.mkdtemp(
             prefix=f"seeds-{name}-{search_seed}-")))
+        if limits is not None:
+            setup.settings.time_limit = limits[search_seed]
         keras.backend.clear_session()
         try:
             outcome = stabilizer_search(setup.scenario.build_fn, setup.data, setup.settings,
@@ -126,6 +138,7 @@ def run_scenario(name: str, preset: Preset, seeds: int, search_seeds: tuple[int,
                 "search_seed": search_seed, "config": outcome.config.describe(),
                 "config_dict": outcome.config.to_dict(), "probe_steps": outcome.steps,
                 "search_seconds": round(outcome.seconds, 1), "candidates": outcome.candidates,
+                "time_limit": limits[search_seed] if limits is not None else None,
                 "draws": [_verdict_entry(judged(setup, outcome.config, d), baselines[d],
                                          healthy) for d in range(draws + 1)]})
         print(f"[{time.strftime('%H:%M:%S')}] {name} search seed {search_seed}: "
@@ -196,8 +209,18 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run_one(args: tuple[str, Preset, int, tuple[int, ...], int]) -> dict[str, Any]:
+def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     return run_scenario(*args)
+
+
+def time_limits(path: str) -> dict[str, dict[int, float]]:
+    """scenario -> search seed -> the wall time that search took in the report at `path`."""
+    import json
+
+    report = json.loads(Path(path).read_text())
+    return {row["scenario"]: {s["search_seed"]: float(s["search_seconds"])
+                              for s in row["searches"] if s.get("search_seconds")}
+            for row in report["scenarios"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-seeds", default="0,1,2",
                         help="comma-separated search seeds (default 0,1,2)")
     parser.add_argument("--draws", type=int, default=2, help="judge draws after draw 0")
+    parser.add_argument("--time-limit-from", metavar="REPORT",
+                        help="equal wall time: each search's time_limit is the time the same "
+                             "search took in REPORT (a seed_count JSON)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds={args.seeds}: expected an integer >= 1")
@@ -225,19 +251,30 @@ def main(argv: list[str] | None = None) -> int:
     if budget < 1:
         parser.error(f"--seeds={args.seeds}: the {args.preset} budget "
                      f"({preset.budget_steps} steps) pays for no trial on that many seeds")
+    limits: dict[str, dict[int, float]] = {}
+    if args.time_limit_from:
+        limits = time_limits(args.time_limit_from)
+        missing = [(n, s) for n in names for s in search_seeds if s not in limits.get(n, {})]
+        if missing:
+            parser.error(f"--time-limit-from={args.time_limit_from}: no search time for "
+                         f"{missing[0][0]} at search seed {missing[0][1]}")
+        budget = 2 * stabilizer_budget(preset, 2)
     code = _code_version()  # at the start: the workers import the tree as it is now
     start = time.perf_counter()
-    rows = map_scenarios(_run_one, [(name, preset, args.seeds, search_seeds, args.draws)
+    rows = map_scenarios(_run_one, [(name, preset, args.seeds, search_seeds, args.draws,
+                                     limits.get(name), budget if limits else None)
                                     for name in names], args.jobs)
     report = {"preset_name": args.preset,
               "preset": {**dataclasses.asdict(preset), "budget_steps": preset.budget_steps},
               "seeds": args.seeds, "budget": budget,
+              "time_limit_from": args.time_limit_from,
               "search_seeds": list(search_seeds), "code": code, "machine": machine(),
               "command": "python -m benchmarks.seed_count " + " ".join(
                   argv if argv is not None else sys.argv[1:]),
               "wall_seconds": round(time.perf_counter() - start, 1),
               "scenarios": rows, "totals": totals(rows)}
-    suffix = f"{args.preset}_seeds{args.seeds}" + ("_subset" if args.scenarios else "")
+    suffix = f"{args.preset}_seeds{args.seeds}" + ("_timed" if limits else "") \
+        + ("_subset" if args.scenarios else "")
     markdown = render_markdown(report)
     write_report(args.out, f"seed_count_{suffix}", report, markdown)
     print(markdown)

@@ -85,6 +85,9 @@ class SearchCommand(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("config", help="YAML file: model, data and search settings")
         parser.add_argument("--trials", type=int, help="override search.trials (the budget)")
+        parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                            help="override search.time_limit: no new trial starts after this "
+                            "many seconds of the search")
         parser.add_argument("--storage", help="override search.storage (an Optuna storage URL)")
         parser.add_argument("--study-name", help="override search.study_name (default: named "
                                                  "from the search's fingerprint)")

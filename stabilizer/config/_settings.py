@@ -233,6 +233,10 @@ class SearchConfig(_YamlMixin):
     space: str | dict[str, Any] = _field(
         "default", "a bundled space name, a YAML file path, or a mapping of dimensions")
     trials: int = _field(20, "number of candidate configurations to probe (the budget)")
+    time_limit: float | None = _field(
+        None, "seconds of wall time for the whole search, from its start: once spent, no "
+        "new trial starts (the running ones finish); the trial budget still caps it. None: "
+        "the trial budget alone")
     probe_steps: int = _field(120, "optimizer steps per probe (per seed)")
     evaluations: int = _field(4, "validation passes per probe; the steps are split evenly")
     seeds: int = _field(2, "seeds per candidate; run-to-run spread is measured over them")
@@ -282,6 +286,8 @@ class SearchConfig(_YamlMixin):
             raise ConfigError(f"space={self.space!r}: expected a space name, a file path or "
                               "a mapping")
         self.trials = _number("trials", self.trials, low=1, integer=True)
+        if self.time_limit is not None:
+            self.time_limit = _number("time_limit", self.time_limit, low=0, low_open=True)
         self.probe_steps = _number("probe_steps", self.probe_steps, low=2, integer=True)
         self.evaluations = _number("evaluations", self.evaluations, low=1, integer=True)
         if self.evaluations > self.probe_steps:

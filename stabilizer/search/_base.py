@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,12 @@ class BaseDriver(abc.ABC):
     _attrs: dict[str, Any] | None = None
     #: Called with each trial's record as soon as it finishes (progress display).
     progress: Callable[[TrialRecord], None] | None = None
+    #: `time.monotonic()` after which no new trial starts (`SearchConfig.time_limit`).
+    deadline: float | None = None
+
+    def out_of_time(self) -> bool:
+        """True once the search's time limit is spent: start no new trial."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     @abc.abstractmethod
     def run(self, evaluator: Evaluator) -> list[TrialRecord]:

@@ -10,6 +10,7 @@ with the choice of `choose_best` and the chosen configuration's diagnosis.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,7 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     the trials (here or in `workers` processes), then the chosen configuration
     diagnosed on the same seeds (the "after").
     """
+    start = time.monotonic()
     if prepared is None:
         settings, prepared = prepare_search(build_fn, data, space, settings)
     probe_data = prepared.data
@@ -92,6 +94,8 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     if space_notes:
         driver.save_attr("space_notes", space_notes)
     driver.progress = progress
+    if settings.time_limit is not None:
+        driver.deadline = start + settings.time_limit
     evaluator = Evaluator(build_fn, probe_data, settings)
     baseline: Candidate | None = None
     before: Diagnosis | None = None

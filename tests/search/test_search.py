@@ -20,6 +20,7 @@ from stabilizer import (
     DataError,
     ProbeFailedError,
     SearchAbortedError,
+    SearchConfig,
     StabilityConfig,
     StabilityResult,
     stabilize,
@@ -178,3 +179,19 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(small_digits, t
     assert len(new) == 6 - len(before)
     leftovers = [t for t in result.trials if t.state not in ("COMPLETE",)]
     assert all(t.state in ("RUNNING", "FAIL") for t in leftovers)  # never counted as done
+
+
+@pytest.mark.parametrize("driver", ["optuna", "keras_tuner"])
+def test_a_spent_time_limit_starts_no_new_trial(driver, small_digits, quick_settings):
+    result = _search(small_digits, quick_settings, trials=20, time_limit=1e-3, driver=driver,
+                     diagnose=False)
+    assert result.trials == [] and not result.improved
+    roomy = _search(small_digits, quick_settings, trials=2, time_limit=3600.0, driver=driver,
+                    diagnose=False, study_name="roomy")
+    assert len(roomy.trials) == 2
+
+
+@pytest.mark.parametrize("value", [0, -5, "soon", float("inf")])
+def test_a_bad_time_limit_names_the_field(value):
+    with pytest.raises(ConfigError, match="time_limit="):
+        SearchConfig(time_limit=value)

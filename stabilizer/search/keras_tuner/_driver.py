@@ -436,7 +436,7 @@ class KerasTunerDriver(BaseDriver):
         self._check_project()
         oracle = self._open_oracle(evaluator)
         failures = FailurePolicy(self.settings.max_consecutive_failures)
-        while self._count_done(oracle) < self.settings.trials:
+        while self._count_done(oracle) < self.settings.trials and not self.out_of_time():
             with warnings.catch_warnings():
                 _quiet_gaussian_process()
                 trial = self._create_trial(oracle)

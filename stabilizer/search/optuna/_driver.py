@@ -504,7 +504,7 @@ class OptunaDriver(BaseDriver):
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in _DONE for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            if done >= budget:
+            if done >= budget or self.out_of_time():
                 break
             if done + running >= budget:  # other workers are running the last trials
                 time.sleep(self.poll_seconds)
