@@ -331,6 +331,7 @@ def run_replica_probes(build_fn: Callable[..., Any], data: ProbeData, config: St
     program.compile(optimizer=_program_optimizer(first, replicas, plan.total_steps),
                     metrics=_per_output(spec.metrics, k),
                     weighted_metrics=_per_output(spec.weighted_metrics, k))
+    program.optimizer.build(program.trainable_variables)  # see run_probe: one trace, not two
     callback = _ReplicaCallback(recorder, replicas, settings.check_every,
                                 list(hooks) + [None] * (k - len(hooks)))
     orders = [data.train_order(batch, plan.total_steps, seed) for seed in seeds]

@@ -68,6 +68,9 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
         targets=data.y if data.kind == "arrays" else None,
         optimizer_class=instrumented_optimizer_class, before_compile=instrument)
     model, applied, recorder = configured.model, configured.applied, recorders[0]
+    # Built now, not lazily in the first step: a variable created while TensorFlow traces
+    # the step makes it trace the step a second time (half a small probe's tracing).
+    model.optimizer.build(model.trainable_variables)
     telemetry = TelemetryCallback(recorder, settings.check_every, on_evaluation)
     callbacks: list[keras.callbacks.Callback] = [telemetry, *configured.callbacks]
     start = time.perf_counter()
