@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import inspect
 import math
 import os
 import time
@@ -106,19 +107,21 @@ def max_replicas(model: keras.Model, data: ProbeData, batch: int, plan: ProbePla
 
     Per replica: its weights about 8 times over (weights, gradients, two optimizer
     slots, the telemetry's copy before the update, the clone's and the backend's
-    working copies), its own batch order of the data, and its activations, taken as
-    the largest layer output times the number of layers, forward and backward.
+    working copies), its own batch order of the data and its copy of the validation
+    data, and its activations, taken as the largest layer output times the number of
+    layers, forward and backward.
     """
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     rows = plan.total_steps * batch
     row_bytes = data.x[:1].nbytes + np.asarray(data.y[:1]).nbytes
+    validation = data.x_val.nbytes + np.asarray(data.y_val).nbytes
     widest = 1
     for layer in flat_layers(model):
         shape = getattr(getattr(layer, "output", None), "shape", None)
         if shape is not None:
             widest = max(widest, int(np.prod([d or 1 for d in shape[1:]])))
     activations = 2 * 4 * batch * widest * max(1, len(model.layers))
-    per_replica = 8 * 4 * params + rows * row_bytes + activations
+    per_replica = 8 * 4 * params + rows * row_bytes + validation + activations
     fit = int(_MEMORY_SHARE * _free_memory() // max(per_replica, 1))
     return max(1, min(limit, fit))
 
@@ -144,6 +147,9 @@ class _ReplicaProgram(keras.Model):
         outputs = [replica(x) for replica, x in zip(replicas, inputs)]
         super().__init__(inputs, outputs, name="replicas")
         self.replicas = replicas
+        # a user's compute_loss override may not take `training`
+        self.takes_training = ["training" in inspect.signature(r.compute_loss).parameters
+                               for r in replicas]
         self.stab_recorder = recorder  # tracked by Keras as a model metric
         self.stab_means = ReplicaLossMeans(len(replicas))
 
@@ -152,8 +158,10 @@ class _ReplicaProgram(keras.Model):
         if len(self.replicas) == 1:  # Keras hands a one-input model its tensors unwrapped
             x, y, y_pred = [_first(x)], [_first(y)], [_first(y_pred)]
         losses = ops.stack([
-            ops.cast(replica.compute_loss(xk, yk, pk, None, training=training), "float32")
-            for replica, xk, yk, pk in zip(self.replicas, x, y, y_pred)])
+            ops.cast(replica.compute_loss(xk, yk, pk, None, training=training) if takes
+                     else replica.compute_loss(xk, yk, pk, None), "float32")
+            for replica, takes, xk, yk, pk in zip(self.replicas, self.takes_training, x, y,
+                                                  y_pred)])
         self.stab_means.update_state(losses, ops.shape(x[0])[0])
         if not training:
             return ops.sum(losses)

@@ -63,9 +63,19 @@ def run_probes(build_fn: Callable[..., Any], data: ProbeData, config: StabilityC
                              stop_on_divergence)
         except ReplicasUnavailable as exc:
             reason = exc.reason
+    traces, stopped = _in_turn(build_fn, data, config, settings, seeds, hp, plan, hooks,
+                               stop_on_divergence)
+    return ProbeRun(traces, 1, reason, stopped)
+
+
+def _in_turn(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,
+             settings: SearchConfig, seeds: list[int], hp: Any, plan: ProbePlan,
+             hooks: Mapping[int, EvaluationHook], stop_on_divergence: bool,
+             offset: int = 0) -> tuple[list[ProbeTrace], bool]:
+    """Probes alone, one seed after another: (traces, whether a hook stopped them).
+    `offset` is the first seed's index in the candidate's seeds."""
     traces: list[ProbeTrace] = []
-    stopped = False
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(seeds, start=offset):
         hook = hooks.get(i)
         fired: list[bool] = []
 
@@ -79,11 +89,10 @@ def run_probes(build_fn: Callable[..., Any], data: ProbeData, config: StabilityC
                           on_evaluation=watched if hook is not None else None)
         traces.append(trace)
         if any(fired):
-            stopped = True
-            break
+            return traces, True
         if trace.diverged and stop_on_divergence:
             break
-    return ProbeRun(traces, 1, reason, stopped)
+    return traces, False
 
 
 def _together(build_fn: Callable[..., Any], data: ProbeData, config: StabilityConfig,
@@ -95,15 +104,11 @@ def _together(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
     most, start = 1, 0
     while start < len(seeds):
         chunk = seeds[start:start + size]
-        if len(chunk) == 1:  # one seed left (or one fits): it trains alone
-            hook = hooks.get(start)
-            trace = run_probe(build_fn, data, config, settings, chunk[0], hp=hp, plan=plan,
-                              on_evaluation=hook)
-            traces.append(trace)
-            start += 1
-            if stop_on_divergence and trace.diverged:
-                break
-            continue
+        if len(chunk) == 1:  # one seed left (or only one fits in memory): the rest in turn
+            rest, stopped = _in_turn(build_fn, data, config, settings, seeds[start:], hp,
+                                     plan, hooks, stop_on_divergence, offset=start)
+            why = None if most > 1 else "only one replica of this model fits in memory"
+            return ProbeRun(traces + rest, most, why, stopped)
         try:
             found, stopped = run_replica_probes(
                 build_fn, data, config, settings, chunk, hp=hp, plan=plan,

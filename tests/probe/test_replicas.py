@@ -239,3 +239,24 @@ def test_each_trial_records_how_its_seeds_were_trained(replicas, together, small
     else:
         assert all(t.probes["fallback"] == "replicas='off' in the settings" for t in probed)
         assert "seeds one after another in" in result.summary()
+
+
+class HalfLoss(keras.Sequential):
+    """A user's compute_loss override that takes no `training` argument."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        return 0.5 * super().compute_loss(x, y, y_pred, sample_weight)
+
+
+def test_a_compute_loss_override_trains_in_the_replicas_as_it_does_alone():
+    def build():
+        model = HalfLoss([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss="sparse_categorical_crossentropy")
+        return model
+
+    data, settings = _data(), _settings()
+    run = run_probes(build, data, StabilityConfig(), settings, SEEDS[:2])
+    assert run.together == 2
+    for alone, replica in zip(_alone(build, data, StabilityConfig(), settings), run.traces):
+        _close(alone.loss, replica.loss)
