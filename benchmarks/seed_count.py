@@ -213,6 +213,28 @@ def _run_one(args: tuple[Any, ...]) -> dict[str, Any]:
     return run_scenario(*args)
 
 
+def count(report: dict[str, Any]) -> dict[str, Any]:
+    """The unstable scenarios' verdicts: repaired, and the misses by reason (the seed-spread
+    rule, or another), with the candidates each search probed."""
+    repaired = spread = other = 0
+    candidates = []
+    for row in report["scenarios"]:
+        if row["healthy"]:
+            continue
+        for search in row["searches"]:
+            candidates.append(search.get("candidates") or 0)
+            for draw in search["draws"]:
+                if draw["repaired"]:
+                    repaired += 1
+                elif any(r.startswith("seed spread") for r in draw["reasons"]):
+                    spread += 1
+                else:
+                    other += 1
+    return {"repaired": repaired, "verdicts": repaired + spread + other,
+            "seed_spread_misses": spread, "other_misses": other,
+            "candidates_mean": round(sum(candidates) / max(1, len(candidates)), 2)}
+
+
 def time_limits(path: str) -> dict[str, dict[int, float]]:
     """scenario -> search seed -> the wall time that search took in the report at `path`."""
     import json
@@ -231,10 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-seeds", default="0,1,2",
                         help="comma-separated search seeds (default 0,1,2)")
     parser.add_argument("--draws", type=int, default=2, help="judge draws after draw 0")
+    parser.add_argument("--count", nargs="+", metavar="REPORT",
+                        help="only print each report's repairs and misses by reason")
     parser.add_argument("--time-limit-from", metavar="REPORT",
                         help="equal wall time: each search's time_limit is the time the same "
                              "search took in REPORT (a seed_count JSON)")
     args = parser.parse_args(argv)
+    if args.count:
+        import json
+
+        for path in args.count:
+            print(path, json.dumps(count(json.loads(Path(path).read_text()))))
+        return 0
     if args.seeds < 1:
         parser.error(f"--seeds={args.seeds}: expected an integer >= 1")
     if args.draws < 0:
@@ -273,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                   argv if argv is not None else sys.argv[1:]),
               "wall_seconds": round(time.perf_counter() - start, 1),
               "scenarios": rows, "totals": totals(rows)}
+    report["count"] = count(report)
     suffix = f"{args.preset}_seeds{args.seeds}" + ("_timed" if limits else "") \
         + ("_subset" if args.scenarios else "")
     markdown = render_markdown(report)

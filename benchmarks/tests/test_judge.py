@@ -496,3 +496,19 @@ def test_a_repair_that_ends_at_the_chance_level_is_listed_not_counted(tmp_path, 
         {"repaired": False, "mean_final": 0.1}]}}]}
     tpe = chance_levels.read_report(draws, levels)["methods"]["tpe"]
     assert (tpe["repaired"], tpe["beyond_chance"], len(tpe["at_chance"])) == (2, 1, 1)
+
+
+def test_seed_count_counts_repairs_and_the_misses_by_reason():
+    from benchmarks import seed_count
+
+    def search(*draws):
+        return {"candidates": 4, "draws": [
+            {"repaired": d == "R", "reasons": [] if d == "R" else
+             ["seed spread 0.2 above 0.15"] if d == "s" else ["final loss 2 not below 1"]}
+            for d in draws]}
+
+    report = {"scenarios": [
+        {"scenario": "a", "healthy": False, "searches": [search("R", "s", "o"), search("s")]},
+        {"scenario": "control", "healthy": True, "searches": [search("o", "o")]}]}
+    assert seed_count.count(report) == {"repaired": 1, "verdicts": 4, "seed_spread_misses": 2,
+                                        "other_misses": 1, "candidates_mean": 4.0}
