@@ -10,8 +10,10 @@ from typing import Any
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
 from stabilizer.errors import ConfigError
+from stabilizer.keras_internals import flat_layers
 
-__all__ = ["EvaluationHook", "ProbePlan", "batch_size_of", "is_out_of_memory", "probe_seeds"]
+__all__ = ["EvaluationHook", "ProbePlan", "batch_size_of", "is_out_of_memory",
+           "prebuild_optimizer", "probe_seeds"]
 
 #: Called after each evaluation with (evaluation index, the seed's telemetry: its `model`,
 #: `val_loss`, `learning_rate` and `diverged`); True stops the probe.
@@ -64,3 +66,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if names & {"ResourceExhaustedError", "OutOfMemoryError"}:
         return True
     return bool(_OOM_TEXT.search(str(exc)[:4000]))
+
+
+def prebuild_optimizer(model: Any) -> None:
+    """Build a compiled model's optimizer before its first step, when the model is built.
+
+    Keras otherwise creates the optimizer's slots inside the first traced step, and a
+    variable created while TensorFlow traces makes it trace the step a second time (half
+    a small probe's tracing). A model whose layers are not all built yet (a subclassed
+    model before its first call) keeps the lazy build: its variables do not exist yet.
+    """
+    if all(layer.built for layer in flat_layers(model)) and model.trainable_variables:
+        model.optimizer.build(model.trainable_variables)

@@ -41,7 +41,13 @@ from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData
 from stabilizer.errors import ProbeFailedError, StabilizerError, clean_message
 from stabilizer.keras_internals import flat_layers
-from stabilizer.probe._plan import EvaluationHook, ProbePlan, batch_size_of, is_out_of_memory
+from stabilizer.probe._plan import (
+    EvaluationHook,
+    ProbePlan,
+    batch_size_of,
+    is_out_of_memory,
+    prebuild_optimizer,
+)
 from stabilizer.telemetry import (
     ProbeTrace,
     ReplicaLossMeans,
@@ -339,7 +345,7 @@ def run_replica_probes(build_fn: Callable[..., Any], data: ProbeData, config: St
     program.compile(optimizer=_program_optimizer(first, replicas, plan.total_steps),
                     metrics=_per_output(spec.metrics, k),
                     weighted_metrics=_per_output(spec.weighted_metrics, k))
-    program.optimizer.build(program.trainable_variables)  # see run_probe: one trace, not two
+    prebuild_optimizer(program)
     callback = _ReplicaCallback(recorder, replicas, settings.check_every,
                                 list(hooks) + [None] * (k - len(hooks)))
     orders = [data.train_order(batch, plan.total_steps, seed) for seed in seeds]

@@ -29,7 +29,13 @@ from stabilizer.errors import (
     StabilizerError,
     clean_message,
 )
-from stabilizer.probe._plan import EvaluationHook, ProbePlan, batch_size_of, is_out_of_memory
+from stabilizer.probe._plan import (
+    EvaluationHook,
+    ProbePlan,
+    batch_size_of,
+    is_out_of_memory,
+    prebuild_optimizer,
+)
 from stabilizer.telemetry import (
     LossRecorder,
     ProbeTrace,
@@ -68,9 +74,7 @@ def run_probe(build_fn: Callable[..., Any], data: ProbeData, config: StabilityCo
         targets=data.y if data.kind == "arrays" else None,
         optimizer_class=instrumented_optimizer_class, before_compile=instrument)
     model, applied, recorder = configured.model, configured.applied, recorders[0]
-    # Built now, not lazily in the first step: a variable created while TensorFlow traces
-    # the step makes it trace the step a second time (half a small probe's tracing).
-    model.optimizer.build(model.trainable_variables)
+    prebuild_optimizer(model)
     telemetry = TelemetryCallback(recorder, settings.check_every, on_evaluation)
     callbacks: list[keras.callbacks.Callback] = [telemetry, *configured.callbacks]
     start = time.perf_counter()

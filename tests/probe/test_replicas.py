@@ -260,3 +260,29 @@ def test_a_compute_loss_override_trains_in_the_replicas_as_it_does_alone():
     assert run.together == 2
     for alone, replica in zip(_alone(build, data, StabilityConfig(), settings), run.traces):
         _close(alone.loss, replica.loss)
+
+
+class TwoLayers(keras.Model):
+    """A subclassed model: its layers are built at its first call, not before."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(32, activation="relu")
+        self.out = keras.layers.Dense(10, activation="softmax")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_trains_alone_and_as_replicas_alike():
+    def build():
+        model = TwoLayers()
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss="sparse_categorical_crossentropy")
+        return model
+
+    data, settings = _data(), _settings()
+    run = run_probes(build, data, StabilityConfig(), settings, SEEDS[:2])
+    assert run.together == 2 and run.fallback is None
+    for alone, replica in zip(_alone(build, data, StabilityConfig(), settings), run.traces):
+        _close(alone.loss, replica.loss)
