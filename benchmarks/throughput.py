@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.compare import machine as host  # noqa: E402
 from stabilizer.apply import build_configured_model  # noqa: E402
 from stabilizer.config import SearchConfig, StabilityConfig  # noqa: E402
 from stabilizer.data import ProbeData, prepare_data  # noqa: E402
@@ -52,15 +52,7 @@ TARGET_K1 = 1.05  # (c) at K=1: at most this times (a)'s time per probe
 
 
 def machine() -> str:
-    """The machine in words: CPU model and cores, or the accelerator, and the backend."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine in words (`benchmarks.compare.machine`) and the device the backend uses."""
     device = "CPU"
     backend = keras.backend.backend()
     try:
@@ -80,8 +72,7 @@ def machine() -> str:
             device = gpus[0].name if gpus else "CPU"
     except Exception:  # the name is a label; a backend that cannot say is left at CPU
         pass
-    return f"{cpu}, {os.cpu_count()} cores, device {device}, Keras {keras.__version__} " \
-           f"on {backend}"
+    return f"{host()}, device {device}"
 
 
 def _plain(build: Callable[[], keras.Model], data: ProbeData, settings: SearchConfig,
