@@ -11,7 +11,7 @@ from keras import ops
 
 from stabilizer.telemetry._buffers import row_update
 
-__all__ = ["LossRecorder", "attach_loss_recorder", "loss_ceiling"]
+__all__ = ["LossRecorder", "attach_loss_recorder", "exploded_loss", "loss_ceiling"]
 
 
 _PROBABILITY_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
@@ -34,6 +34,23 @@ def loss_ceiling(loss: Any) -> float:
     if str(name) not in _PROBABILITY_LOSSES or config.get("from_logits", False):
         return float("inf")
     return -float(np.log(keras.config.epsilon()))
+
+
+def exploded_loss(loss: Any, first: Any, divergence_factor: float, ceiling: float) -> Any:
+    """1.0 where `loss` has diverged from `first` (elementwise, float32), else 0.0.
+
+    Not finite, above `divergence_factor` times the first loss, or, under a clipped
+    cross-entropy's `ceiling` (`loss_ceiling`), past halfway from a first loss below 90%
+    of it to the ceiling. The rule of `LossRecorder`, per replica in `_replicas`.
+    """
+    healthy = ops.logical_and(
+        ops.isfinite(loss),
+        ops.abs(loss) <= divergence_factor * ops.maximum(ops.abs(first), 1e-8))
+    if ceiling < float("inf"):
+        saturated = ops.logical_and(ops.greater(loss, 0.5 * (first + ceiling)),
+                                    ops.less(first, 0.9 * ceiling))
+        healthy = ops.logical_and(healthy, ops.logical_not(saturated))
+    return ops.cast(ops.logical_not(healthy), "float32")
 
 
 class LossRecorder(keras.metrics.Metric):
@@ -67,14 +84,7 @@ class LossRecorder(keras.metrics.Metric):
         buffer = row_update(self.buffer.value, step, loss)
         self.buffer.assign(buffer)
         first = buffer[0]  # the first step's loss, written there at count 0
-        healthy = ops.logical_and(
-            ops.isfinite(loss),
-            ops.abs(loss) <= self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
-        if self.ceiling < float("inf"):
-            saturated = ops.logical_and(ops.greater(loss, 0.5 * (first + self.ceiling)),
-                                        ops.less(first, 0.9 * self.ceiling))
-            healthy = ops.logical_and(healthy, ops.logical_not(saturated))
-        exploded = ops.cast(ops.logical_not(healthy), "float32")
+        exploded = exploded_loss(loss, first, self.divergence_factor, self.ceiling)
         self.diverged.assign(ops.maximum(self.diverged.value, exploded))
         self.count.assign(count + 1)
 

@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from stabilizer.telemetry._buffers import row_update
+from stabilizer.telemetry._loss import exploded_loss
 
 __all__ = ["ReplicaLossMeans", "ReplicaLossRecorder", "replica_optimizer_class"]
 
@@ -66,15 +67,7 @@ class ReplicaLossRecorder(keras.metrics.Metric):
         step = ops.minimum(count, self.capacity - 1)
         buffer = row_update(self.buffer.value, step, losses)
         self.buffer.assign(buffer)
-        first = buffer[0]
-        healthy = ops.logical_and(
-            ops.isfinite(losses),
-            ops.abs(losses) <= self.divergence_factor * ops.maximum(ops.abs(first), 1e-8))
-        if self.ceiling < float("inf"):
-            saturated = ops.logical_and(ops.greater(losses, 0.5 * (first + self.ceiling)),
-                                        ops.less(first, 0.9 * self.ceiling))
-            healthy = ops.logical_and(healthy, ops.logical_not(saturated))
-        exploded = ops.cast(ops.logical_not(healthy), "float32")
+        exploded = exploded_loss(losses, buffer[0], self.divergence_factor, self.ceiling)
         before = self.diverged.value
         newly = ops.logical_and(ops.greater(exploded, 0.5), ops.less(before, 0.5))
         self.diverged_at.assign(ops.where(newly, count, self.diverged_at.value))
