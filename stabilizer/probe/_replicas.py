@@ -326,11 +326,13 @@ def run_replica_probes(build_fn: Callable[..., Any], data: ProbeData, config: St
         keras.utils.set_random_seed(seed)
         configured.append(build_configured_model(
             build_fn, config, settings, plan.total_steps, hp=hp, targets=data.y))
-        if len(configured) == 1:  # as many as fit in memory; the caller runs the rest
+        if len(configured) == 1:
+            # Refused before building the others; then only as many as fit in memory (the
+            # caller runs the rest).
+            _check_replicable(configured[0].model, configured[0])
             del seeds[max_replicas(configured[0].model, data, batch, plan, limit=len(seeds)):]
     first = configured[0]
     replicas = [c.model for c in configured]
-    _check_replicable(replicas[0], first)
     for k, replica in enumerate(replicas):
         replica.name = f"replica_{k}"
     spec = first.applied.compile_spec
