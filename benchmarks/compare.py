@@ -248,11 +248,16 @@ def stabilizer_search(build_fn: Any, data: Any, settings: Any, workdir: Path) ->
                        probe_steps=settings.probe_steps, evaluations=settings.evaluations,
                        batch_size=settings.batch_size, out_dir=str(workdir),
                        study_name="stabilizer", seed=settings.seed, diagnose_after=False,
-                       time_limit=settings.time_limit)
+                       time_limit=settings.time_limit, train_steps=settings.train_steps,
+                       horizon_fraction=settings.horizon_fraction)
     wall = time.perf_counter() - start
-    curves = list(result.baseline.curves) + [c for t in result.trials for c in t.curves]
+    first = result.rungs[0]["baseline_curves"] if result.rungs else result.baseline.curves
+    curves = list(first) + [c for t in result.trials for c in t.curves]
     probe_seconds = sum(float(c.get("seconds") or 0.0) for c in curves)
     steps = sum(int(c.get("steps") or 0) for c in curves)
+    for rung in result.rungs[1:]:  # the ladder's longer probes
+        probe_seconds += rung["cost"]["seconds"]
+        steps += rung["cost"]["steps"]
     diagnosis = result.diagnosis
     tests = [diagnosis.lr_range, diagnosis.repaired_lr_range] if diagnosis is not None else []
     for lr_test in tests:  # training runs like the probes
@@ -314,10 +319,12 @@ def scenario_setup(name: str, preset: Preset, root: Path) -> ScenarioSetup:
 
     scenario = zoo.get(name)
     search_arrays, held_out = split(*scenario.load_data())
+    # told the judge's length as a user tells their own (search.train_steps)
     settings = SearchConfig(space=scenario.space, trials=preset.trials,
                             probe_steps=preset.probe_steps, evaluations=preset.evaluations,
                             seeds=preset.seeds, batch_size=scenario.batch_size,
-                            seed=preset.search_seed, out_dir=str(root))
+                            seed=preset.search_seed, out_dir=str(root),
+                            train_steps=preset.judge_factor * preset.probe_steps)
     data = prepare_data(search_arrays, validation_split=settings.validation_split, seed=0)
     return ScenarioSetup(scenario, search_arrays, held_out, settings, data, root)
 

@@ -48,6 +48,21 @@ class ProbeData:
         passes = -(-needed // n)
         return np.concatenate([rng.permutation(n) for _ in range(passes)])[:needed]
 
+    def steps_per_epoch(self, batch_size: int) -> int | None:
+        """Optimizer steps in one pass over the training data (None: a pipeline of unknown
+        length)."""
+        if self.kind == "arrays":
+            return -(-int(self.x.shape[0]) // batch_size)
+        try:
+            if self.kind == "pydataset":
+                return int(len(self.x))
+            count = int(self.x.cardinality())
+        except Exception:  # a PyDataset without __len__; a dataset that cannot tell
+            return None
+        if count < 0:  # infinite or unknown
+            return None
+        return count if self.fixed_batch else -(-count // batch_size)
+
     def fit_inputs(self, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
         """Keyword arguments for `model.fit` carrying `steps` batches of `batch_size`.
 

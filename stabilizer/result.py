@@ -23,6 +23,7 @@ from stabilizer.apply import (
 )
 from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.errors import ConfigError
+from stabilizer.probe import Horizon
 from stabilizer.scoring import ScoreComponents
 
 if TYPE_CHECKING:
@@ -135,6 +136,14 @@ class StabilityResult:
     #: why the baseline was kept over a trial that learns less, or the trade a chosen
     #: trial that learns less makes (`stabilizer.search.choose_best`); "" otherwise
     choice_note: str = ""
+    #: how long you train (given or assumed) and the rungs the probes grew over
+    horizon: Horizon | None = None
+    #: the ladder's rungs: steps, and the verdict and final validation loss of your
+    #: configuration and of each candidate that reached it (`baseline` and `best` are
+    #: compared at the last one)
+    rungs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: what the ladder saw: candidates per rung, fading advantages
+    ladder_notes: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.trials = TrialTable(self.trials)
@@ -166,8 +175,18 @@ class StabilityResult:
         """What the chosen configuration's probes could not apply (left out of it)."""
         return self.best.not_applied
 
+    @property
+    def train_steps(self) -> int:
+        """Your training length in optimizer steps at the chosen batch size: what
+        `build_model()` sizes the schedule for (given as `train_steps` or `epochs`, else
+        the assumed `stabilizer.config.DEFAULT_TRAIN_STEPS`)."""
+        if self.horizon is None:  # a result made before the horizon was recorded
+            return self.settings.train_steps or self.settings.probe_steps
+        return self.horizon.steps_for(self.best_config.batch_size or self.settings.batch_size)
+
     def fit_kwargs(self) -> dict[str, Any]:
-        """`batch_size` and `callbacks` to pass to your own `model.fit`.
+        """`batch_size`, `callbacks` (and `epochs`, when you gave the length in epochs) to
+        pass to your own `model.fit` on the model of `build_model()`.
 
         No `batch_size` when the data fixes its own (a PyDataset or a batched
         tf.data.Dataset): none was measured.
@@ -175,10 +194,12 @@ class StabilityResult:
         config = self.best_config
         kwargs: dict[str, Any] = {} if self.fixed_batch else \
             {"batch_size": config.batch_size or self.settings.batch_size}
+        if self.horizon is not None and self.horizon.epochs is not None:
+            kwargs["epochs"] = self.horizon.epochs
         callbacks = []
         if config.lr_schedule == "plateau":
             if config.learning_rate is None and self.build_fn is not None:
-                callbacks = self._configured(self.settings.probe_steps).callbacks
+                callbacks = self._configured(self.train_steps).callbacks
             else:
                 callbacks = [plateau_callback(config, config.learning_rate or 1e-3)]
         kwargs["callbacks"] = callbacks
@@ -188,14 +209,16 @@ class StabilityResult:
         """The user's model with the best configuration applied, compiled.
 
         `train_steps` is the length of the training you will run (decaying
-        schedules span it); it defaults to the probe length.
+        schedules span it); it defaults to the length the search was told
+        (`SearchConfig.train_steps` or `epochs`, else the assumed default: see
+        `train_steps`).
         """
         if self.build_fn is None:
             raise RuntimeError("this result was loaded without build_fn; pass it to "
                                "StabilityResult.build_model via result.build_fn = ...")
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        return self._configured(train_steps or self.settings.probe_steps).model
+        return self._configured(train_steps or self.train_steps).model
 
     def _configured(self, steps: int) -> ConfiguredModel:
         assert self.build_fn is not None
@@ -269,6 +292,8 @@ class StabilityResult:
               if self.not_applied else []),
             *([f"space: {'; '.join(self.space_notes)}"] if self.space_notes else []),
             *_probes_lines(self.trials),
+            *([f"horizon:  {self.horizon.describe()}"] if self.horizon is not None else []),
+            *self.ladder_notes,
             *self._diagnosis_lines(),
         ]
         return "\n".join(lines)

@@ -41,7 +41,10 @@ def quick_settings(tmp_path: Path) -> SearchConfig:
     """Short probes (40 steps, 2 evaluations, 2 seeds) in a temporary folder.
 
     The baseline is diagnosed (the default); the chosen configuration is not
-    diagnosed again (tests/e2e/test_stabilize_diagnosis.py covers that).
+    diagnosed again (tests/e2e/test_stabilize_diagnosis.py covers that). Every
+    candidate is compared at the probe's length (``horizon_fraction=0``): the ladder's
+    own tests (tests/search/test_ladder.py) climb it.
     """
     return SearchConfig(probe_steps=40, evaluations=2, seeds=2, out_dir=str(tmp_path),
-                        space="quick", trials=3, diagnose_after=False, study_name="stabilizer")
+                        space="quick", trials=3, diagnose_after=False, study_name="stabilizer",
+                        horizon_fraction=0.0)

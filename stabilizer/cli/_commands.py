@@ -88,6 +88,13 @@ class SearchCommand(Command):
         parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                             help="override search.time_limit: no new trial starts after this "
                             "many seconds of the search")
+        length = parser.add_mutually_exclusive_group()
+        length.add_argument("--train-steps", type=int, metavar="N",
+                            help="override search.train_steps: how long you will train, in "
+                                 "optimizer steps (the chosen schedule spans it; the probes "
+                                 "grow towards it)")
+        length.add_argument("--epochs", type=int, metavar="N",
+                            help="override search.epochs: how long you will train, in epochs")
         parser.add_argument("--storage", help="override search.storage (an Optuna storage URL)")
         parser.add_argument("--study-name", help="override search.study_name (default: named "
                                                  "from the search's fingerprint)")

@@ -93,6 +93,11 @@ def load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunC
                                   study_name=getattr(args, "study_name", None),
                                   resume=getattr(args, "resume", None),
                                   space=space, out_dir=getattr(args, "out", None))
+            # a length on the command line replaces the file's, in steps or in epochs
+            for given, other in (("train_steps", "epochs"), ("epochs", "train_steps")):
+                if getattr(args, given, None) is not None:
+                    run = dataclasses.replace(run, search=SearchConfig.from_dict(
+                        {**run.search.to_dict(), given: getattr(args, given), other: None}))
         except ConfigError as exc:
             raise ConfigError(f"command line: {one_line(str(exc))}") from None
     return run, config_path.resolve().parent

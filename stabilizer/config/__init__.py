@@ -10,6 +10,7 @@ file and the CLI all build these same objects.
 from stabilizer.config._loaders import LoadedRun, load_data, load_run, load_target, one_line
 from stabilizer.config._settings import (
     CLIPPING_MODES,
+    DEFAULT_TRAIN_STEPS,
     INITIALIZER_MODES,
     LR_SCHEDULES,
     NORMALIZATIONS,
@@ -25,6 +26,7 @@ from stabilizer.config._settings import (
 
 __all__ = [
     "CLIPPING_MODES",
+    "DEFAULT_TRAIN_STEPS",
     "INITIALIZER_MODES",
     "LR_SCHEDULES",
     "NORMALIZATIONS",

@@ -30,6 +30,7 @@ __all__ = [
     "INITIALIZER_MODES",
     "LR_SCHEDULES",
     "CLIPPING_MODES",
+    "DEFAULT_TRAIN_STEPS",
     "NORMALIZATIONS",
     "OUTPUT_BIASES",
     "RESUME_MODES",
@@ -53,6 +54,8 @@ NORMALIZATIONS = ("keep", "batch", "group", "layer")
 #: targets (their mean for a regression, the class log-frequencies for a softmax), so the
 #: untrained model is not far off the targets' scale (`stabilizer.apply.output_bias`).
 OUTPUT_BIASES = ("keep", "chance")
+#: The training length assumed when the user gives neither `train_steps` nor `epochs`.
+DEFAULT_TRAIN_STEPS = 2000
 #: How a study found under the same name is treated (`SearchConfig.resume`).
 RESUME_MODES = ("auto", "force")
 
@@ -237,6 +240,17 @@ class SearchConfig(_YamlMixin):
         None, "seconds of wall time for the whole search, from its start: once spent, no "
         "new trial starts (the running ones finish); the trial budget still caps it. None: "
         "the trial budget alone")
+    train_steps: int | None = _field(
+        None, "how long you will train, in optimizer steps: the chosen schedule spans it and "
+        "the probes of the surviving candidates grow towards it (see horizon_fraction). None "
+        "(and no epochs): assumed DEFAULT_TRAIN_STEPS, and the summary says so")
+    epochs: int | None = _field(
+        None, "how long you will train, in epochs over the training data (instead of "
+        "train_steps; converted with the batch size)")
+    horizon_fraction: float = _field(
+        0.25, "the longest probe as a share of your training length: candidates start at "
+        "probe_steps, and a third of them go on to each next rung, 3x longer, up to this "
+        "share; 0 compares every candidate at probe_steps only")
     probe_steps: int = _field(120, "optimizer steps per probe (per seed)")
     evaluations: int = _field(4, "validation passes per probe; the steps are split evenly")
     seeds: int = _field(2, "seeds per candidate; run-to-run spread is measured over them")
@@ -288,6 +302,15 @@ class SearchConfig(_YamlMixin):
         self.trials = _number("trials", self.trials, low=1, integer=True)
         if self.time_limit is not None:
             self.time_limit = _number("time_limit", self.time_limit, low=0, low_open=True)
+        if self.train_steps is not None and self.epochs is not None:
+            raise ConfigError(f"train_steps={self.train_steps!r} and epochs={self.epochs!r}: "
+                              "expected one of them (your training length)")
+        if self.train_steps is not None:
+            self.train_steps = _number("train_steps", self.train_steps, low=1, integer=True)
+        if self.epochs is not None:
+            self.epochs = _number("epochs", self.epochs, low=1, integer=True)
+        self.horizon_fraction = _number("horizon_fraction", self.horizon_fraction, low=0,
+                                        high=1)
         self.probe_steps = _number("probe_steps", self.probe_steps, low=2, integer=True)
         self.evaluations = _number("evaluations", self.evaluations, low=1, integer=True)
         if self.evaluations > self.probe_steps:

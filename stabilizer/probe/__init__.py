@@ -7,7 +7,9 @@ is evaluated; `probe_seeds` which seeds every candidate gets.
 """
 
 from stabilizer.probe._plan import (
+    RUNG_FACTOR,
     EvaluationHook,
+    Horizon,
     ProbePlan,
     batch_size_of,
     is_out_of_memory,
@@ -25,7 +27,9 @@ from stabilizer.probe._single import run_probe
 
 __all__ = [
     "MAX_REPLICAS",
+    "RUNG_FACTOR",
     "EvaluationHook",
+    "Horizon",
     "ProbePlan",
     "ProbeRun",
     "ReplicasUnavailable",

@@ -67,6 +67,10 @@ def summary_dict(result: StabilityResult) -> dict[str, Any]:
         "space_notes": result.space_notes,
         "not_applied": result.not_applied,
         "choice_note": result.choice_note,
+        "horizon": result.horizon.to_dict() if result.horizon is not None else None,
+        "train_steps": result.train_steps,
+        "rungs": jsonable(result.rungs),
+        "ladder_notes": result.ladder_notes,
         "after": result.after.to_dict() if result.after is not None else None,
         "before_after": jsonable(result.before_after()),
     }

@@ -93,10 +93,11 @@ class Evaluator:
         self.plan = ProbePlan.from_settings(settings)
 
     def evaluate(self, config: StabilityConfig, hp: Any = None,
-                 report: Reporter | None = None) -> Evaluation:
+                 report: Reporter | None = None, plan: ProbePlan | None = None) -> Evaluation:
+        """`config` probed on every seed, for `plan` (default: `probe_steps` long)."""
         hook = self._hook(report) if report is not None else None
         run = run_probes(self.build_fn, self.data, config, self.settings,
-                         probe_seeds(self.settings), hp=hp, plan=self.plan,
+                         probe_seeds(self.settings), hp=hp, plan=plan or self.plan,
                          hooks={0: hook} if hook is not None else None)
         curves = [summarize_trace(t) for t in run.traces]
         if hook is not None and hook.pruned:

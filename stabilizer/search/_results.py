@@ -9,9 +9,11 @@ import optuna
 from stabilizer.config import SearchConfig, StabilityConfig, one_line
 from stabilizer.diagnosis import Diagnosis
 from stabilizer.errors import ConfigError, StabilizerError, mask_secrets
+from stabilizer.probe import Horizon
 from stabilizer.result import Candidate, StabilityResult
 from stabilizer.scoring import ScoreComponents
 from stabilizer.search._choice import choose_best, restore_nan
+from stabilizer.search._ladder import choose_on_ladder, stored_rungs
 from stabilizer.search.optuna import journal_path, open_storage, records_from_study
 from stabilizer.space import load_space
 
@@ -63,11 +65,20 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
     records = records_from_study(study)
     space = attrs.get("space_name") or (settings.space if isinstance(settings.space, str)
                                         else "custom")
-    choice = choose_best(records, baseline)
-    result = StabilityResult(best=choice.best, baseline=baseline, choice_note=choice.note,
+    horizon = Horizon.from_dict(attrs["horizon"]) if attrs.get("horizon") else None
+    compared, rungs, notes = baseline, [], []
+    if horizon is None:  # a search stopped before its ladder, or made before there was one
+        choice = choose_best(records, baseline)
+    else:
+        ladder = choose_on_ladder(stored_rungs(attrs.get, horizon, records, baseline),
+                                  records, baseline, horizon)
+        choice, compared = ladder.choice, ladder.baseline
+        rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes
+    result = StabilityResult(best=choice.best, baseline=compared, choice_note=choice.note,
                              trials=records, settings=settings, space_name=space,
                              study_name=study_name, storage=label,
-                             space_notes=list(attrs.get("space_notes") or []))
+                             space_notes=list(attrs.get("space_notes") or []),
+                             horizon=horizon, rungs=rungs, ladder_notes=notes)
     if stored.get("diagnosis"):
         result.diagnosis = Diagnosis.from_dict(stored["diagnosis"])
         if isinstance(settings.space, str):

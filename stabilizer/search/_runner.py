@@ -20,13 +20,14 @@ from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.diagnosis import Diagnosis, diagnose
 from stabilizer.errors import SearchInterrupted
-from stabilizer.probe import batch_size_of
+from stabilizer.probe import Horizon, batch_size_of
 from stabilizer.result import Candidate, StabilityResult, TrialRecord
 from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import choose_best, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
 from stabilizer.search._fingerprint import Fingerprint, study_fingerprint
+from stabilizer.search._ladder import LadderChoice, choose_on_ladder, climb
 from stabilizer.search._policy import catch_interrupts, raise_if_interrupted
 from stabilizer.search._workers import WorkerSource, run_workers
 from stabilizer.search.optuna import OptunaDriver
@@ -51,6 +52,7 @@ class PreparedSearch:
     data: ProbeData
     facts: ModelFacts
     fingerprint: Fingerprint
+    horizon: Horizon
 
 
 def prepare_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
@@ -64,15 +66,16 @@ def prepare_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     batch_size_of(StabilityConfig(), settings, probe_data)  # the user's own batch must fit
     facts = inspect_model(build_fn, probe_data, settings)
     fingerprint = study_fingerprint(facts.model, facts.compile_spec, probe_data, space, settings)
+    horizon = Horizon.resolve(settings, probe_data)
     if settings.study_name is None:
         settings = dataclasses.replace(settings, study_name=fingerprint.default_study_name)
-    return settings, PreparedSearch(probe_data, facts, fingerprint)
+    return settings, PreparedSearch(probe_data, facts, fingerprint, horizon)
 
 
 def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
                settings: SearchConfig, *, progress: Callable[[TrialRecord], None] | None = None,
                workers: int = 1, source: WorkerSource | None = None,
-               diagnose_after: bool = True,
+               diagnose_after: bool = True, climb_ladder: bool = True,
                prepared: PreparedSearch | None = None) -> StabilityResult:
     """The search behind `stabilize()`, on validated settings (also each worker's body).
 
@@ -81,8 +84,11 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     baseline (the user's configuration: diagnosed when `settings.diagnose`, its
     probes scored like any candidate; stored, so a resumed search does not probe it
     again), the space focused by the diagnosis, the diagnosis's first trials queued,
-    the trials (here or in `workers` processes), then the chosen configuration
-    diagnosed on the same seeds (the "after").
+    the trials (here or in `workers` processes), the ladder (`climb_ladder`: the
+    surviving candidates probed longer, up to a share of the user's training length,
+    and the choice made at the longest rung; see `stabilizer.search._ladder`), then the
+    chosen configuration diagnosed on the same seeds (the "after"). A worker process
+    runs trials only (``diagnose_after=False, climb_ladder=False``).
     """
     start = time.monotonic()
     if prepared is None:
@@ -115,8 +121,15 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
+            ladder = None
+            if climb_ladder:
+                driver.save_attr("horizon", prepared.horizon.to_dict())
+                rungs = climb(driver, evaluator, prepared.horizon, records, baseline,
+                              on_probe=_ladder_line if settings.verbose else None)
+                raise_if_interrupted()
+                ladder = choose_on_ladder(rungs, records, baseline, prepared.horizon)
             result = _result(records, baseline, before, settings, fitted, driver, build_fn,
-                             probe_data, space_notes)
+                             probe_data, space_notes, prepared.horizon, ladder)
             if diagnose_after and settings.diagnose and settings.diagnose_after:
                 result.after = _after(driver, result, build_fn, probe_data)
                 raise_if_interrupted()
@@ -125,13 +138,18 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
         if baseline is not None:
             done = getattr(driver, "records", lambda: [])()
             partial = _result(done, baseline, before, settings, fitted, driver, build_fn,
-                              probe_data, space_notes)
+                              probe_data, space_notes, prepared.horizon, None)
         finished = sum(r.state in ("COMPLETE", "PRUNED") for r in done)
         raise SearchInterrupted(
             f"search interrupted; {finished} finished trials kept in study "
             f"{settings.study!r} ({driver.storage_label()}): run the same search again "
             "to resume", partial) from exc
     return result
+
+
+def _ladder_line(steps: int, trial: int | None) -> None:
+    who = "your configuration" if trial is None else f"trial {trial}"
+    print(f"rung {steps} steps: probing {who}", flush=True)
 
 
 def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
@@ -150,10 +168,17 @@ def _first_trials(before: Diagnosis, space: SearchSpace, data: ProbeData
 def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis | None,
             settings: SearchConfig, space: SearchSpace, driver: BaseDriver,
             build_fn: Callable[..., Any], data: ProbeData,
-            space_notes: list[str]) -> StabilityResult:
-    choice = choose_best(records, baseline)
+            space_notes: list[str], horizon: Horizon,
+            ladder: LadderChoice | None) -> StabilityResult:
+    if ladder is None:
+        choice, compared = choose_best(records, baseline), baseline
+        rungs, notes = [], []
+    else:
+        choice, compared = ladder.choice, ladder.baseline
+        rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes
     return StabilityResult(
-        best=choice.best, baseline=baseline, trials=records, choice_note=choice.note,
+        best=choice.best, baseline=compared, trials=records, choice_note=choice.note,
+        horizon=horizon, rungs=rungs, ladder_notes=notes,
         settings=settings, space_name=space.name, study_name=settings.study,
         storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
         targets=data.y if data.kind == "arrays" else None,

@@ -137,8 +137,9 @@ class RunConfigSource(WorkerSource):
         return loaded.build_fn, loaded.data, loaded.space
 
 
-#: What a worker runs: ``body(build_fn, data, space, settings, diagnose_after=False)``, an
-#: ordinary single-process search (`stabilizer.search.run_search`), handed in by the caller.
+#: What a worker runs: ``body(build_fn, data, space, settings, diagnose_after=False,
+#: climb_ladder=False)``, an ordinary single-process search that runs trials only
+#: (`stabilizer.search.run_search`), handed in by the caller.
 WorkerBody = Callable[..., Any]
 
 
@@ -156,7 +157,7 @@ def _worker_main(source: WorkerSource, settings: dict[str, Any], error_file: str
         build_fn, data, space = source.load()
         # The calling process diagnoses the chosen configuration once all are done.
         body(build_fn, data, load_space(space), SearchConfig.from_dict(settings),
-             diagnose_after=False)
+             diagnose_after=False, climb_ladder=False)
     except KeyboardInterrupt:
         code = 130
     except StabilizerError as exc:

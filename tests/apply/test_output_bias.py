@@ -170,7 +170,7 @@ def test_the_chosen_model_is_built_with_the_bias_and_needs_the_targets(tmp_path)
     result = stabilize(_regressor, (x, y), space={"output_bias": "chance",
                                                   "learning_rate": [0.03, 0.1]},
                        budget=1, probe_steps=20, evaluations=1, seeds=1, out_dir=str(tmp_path),
-                       diagnose=False)
+                       diagnose=False, horizon_fraction=0.0)
     assert result.best_config.output_bias == "chance"
     model = result.build_model(train_steps=20)
     assert float(np.asarray(model.layers[-1].bias)[0]) == pytest.approx(

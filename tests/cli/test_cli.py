@@ -18,7 +18,9 @@ import yaml
 
 from stabilizer.cli import (
     ProgressLine,
+    build_parser,
     format_duration,
+    load_config,
     load_data,
     load_result,
     load_target,
@@ -198,6 +200,21 @@ def test_run_config_round_trips_and_takes_flag_overrides(tmp_path: Path) -> None
     assert RunConfig.from_dict({"model": "m:f", "data": "sklearn:iris"}).search == SearchConfig()
     with pytest.raises(ConfigError, match="unknown search setting 'trails'"):
         run.with_search(trails=3)
+
+
+def test_the_training_length_flags_replace_the_files_length(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "model: m.py:f\ndata: sklearn:digits\nsearch: {epochs: 20}\n")
+    parser = build_parser()
+    assert load_config(str(path))[0].search.epochs == 20
+    run, _ = load_config(str(path), parser.parse_args(["search", str(path),
+                                                        "--train-steps", "5000"]))
+    assert (run.search.train_steps, run.search.epochs) == (5000, None)
+    run, _ = load_config(str(path), parser.parse_args(["search", str(path), "--epochs", "3"]))
+    assert (run.search.train_steps, run.search.epochs) == (None, 3)
+    with pytest.raises(ConfigError, match="command line: epochs=0: expected a value >= 1"):
+        load_config(str(path), parser.parse_args(["search", str(path), "--epochs", "0"]))
+    with pytest.raises(SystemExit):  # one or the other
+        parser.parse_args(["search", str(path), "--epochs", "3", "--train-steps", "9"])
 
 
 def test_relative_paths_are_read_from_the_config_folder(tmp_path: Path) -> None:

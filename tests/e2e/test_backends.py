@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
     space = {{"learning_rate": [1e-3, 3e-3, 1e-2], "clipping": ["global_norm"],
              "clip_value": 1.0, "initializer": ["auto"]}}
     result = stabilize(scenarios.relu_lr_one, (x[:500], y[:500]), space=space, budget=3,
-                       seeds=1, probe_steps=40, evaluations=2, out_dir={out!r}, prune=False)
+                       seeds=1, probe_steps=40, evaluations=2, out_dir={out!r}, prune=False,
+                       horizon_fraction=0.0)
     print(json.dumps({{
         "backend": keras.backend.backend(),
         "baseline": [result.baseline.components.verdict, result.baseline.score],

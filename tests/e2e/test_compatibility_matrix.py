@@ -27,7 +27,7 @@ SEQ = RNG.normal(size=(N, 6, 3)).astype("float32")
 IMAGES = RNG.normal(size=(N, 6, 6, 1)).astype("float32")
 TOKENS = RNG.integers(0, 20, size=(N, 5))
 SETTINGS = dict(budget=1, probe_steps=6, evaluations=1, seeds=1, batch_size=16, space="quick",
-                diagnose_after=False)
+                diagnose_after=False, horizon_fraction=0.0)
 
 
 def _mlp(head: keras.layers.Layer, loss: Any, *body: keras.layers.Layer,

@@ -86,7 +86,8 @@ def _check_repair(build_fn, user_batch: int, tmp_path,
     x, y = scenarios.digits()
     result = stabilize(build_fn, (x, y), space="default", budget=6, seeds=2,
                        probe_steps=PROBE_STEPS, evaluations=4, batch_size=user_batch,
-                       out_dir=str(tmp_path), seed=0, diagnose_after=False)
+                       out_dir=str(tmp_path), seed=0, diagnose_after=False,
+                       train_steps=3 * PROBE_STEPS)
     assert result.baseline.components.verdict != "stable", result.summary()
     assert result.improved and result.components.verdict == "stable", result.summary()
     if check is not None:

@@ -31,7 +31,8 @@ def exploding(tmp_path_factory: pytest.TempPathFactory) -> StabilityResult:
 
     x, y = scenarios.digits()
     settings = SearchConfig(probe_steps=40, evaluations=2, seeds=2, space="quick", trials=3,
-                            out_dir=str(tmp_path_factory.mktemp("exploding")))
+                            out_dir=str(tmp_path_factory.mktemp("exploding")),
+                            horizon_fraction=0.0)
     return _search((x[:400], y[:400]), settings, scenarios.relu_lr_one)
 
 

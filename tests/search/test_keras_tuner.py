@@ -33,7 +33,7 @@ from stabilizer.space import Choice, FloatRange, load_space
 
 # diagnose=False: the build counts below assume the baseline is one build (one seed);
 # the per-tuner test turns the diagnosis back on.
-PROBE = dict(probe_steps=20, evaluations=2, seeds=1, diagnose=False)
+PROBE = dict(probe_steps=20, evaluations=2, seeds=1, diagnose=False, horizon_fraction=0.0)
 
 
 def project(tmp_path: Path, study: str) -> Path:

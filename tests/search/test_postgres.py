@@ -134,7 +134,7 @@ WORKER = textwrap.dedent("""
     result = stabilize(build, (x[:300], y[:300]), space="quick", budget={budget}, seeds=1,
                        probe_steps=20, evaluations=2, prune=False, storage={storage!r},
                        study_name="shared", out_dir={out!r}, verbose=True,
-                       diagnose_after=False)
+                       diagnose_after=False, horizon_fraction=0.0)
     print("STORAGE", result.storage)
     print(result.summary())
 """)

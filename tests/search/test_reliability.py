@@ -472,7 +472,7 @@ def test_a_data_pipeline_error_fails_trials_with_the_traceback_then_stops(small_
         # diagnose=False: the baseline is then exactly one build (the diagnosis builds more)
         stabilize(build, (train, val), space="quick", budget=3, seeds=1, probe_steps=6,
                   evaluations=2, out_dir=str(tmp_path), max_consecutive_failures=2,
-                  diagnose=False, study_name="stabilizer")
+                  diagnose=False, study_name="stabilizer", horizon_fraction=0.0)
     assert "OSError: cannot read shard" in str(info.value)
     study = optuna.load_study(study_name="stabilizer", storage=f"sqlite:///{tmp_path}/"
                                                                "stabilizer.db")
@@ -487,7 +487,7 @@ def test_a_data_pipeline_error_fails_trials_with_the_traceback_then_stops(small_
 def test_out_of_memory_end_to_end_skips_the_batch_size(small_digits, tmp_path):
     settings = SearchConfig(space={"batch_size": [8, 32]}, trials=2, seeds=1, probe_steps=6,
                             evaluations=2, batch_size=8, prune=False, out_dir=str(tmp_path),
-                            study_name="stabilizer")
+                            study_name="stabilizer", horizon_fraction=0.0)
     open_study(settings).enqueue_trial({"batch_size": 32})
     result = stabilize(oom_above_16, small_digits, config=settings)
     assert [(t.state, t.config.batch_size) for t in result.trials] == [
@@ -508,7 +508,7 @@ def test_ctrl_c_keeps_finished_trials_and_returns_a_partial_result(small_digits,
 
     # diagnose=False: the baseline is then exactly one build (the diagnosis builds more)
     options = dict(space="quick", budget=3, seeds=1, probe_steps=6, evaluations=2,
-                   out_dir=str(tmp_path), prune=False, diagnose=False)
+                   out_dir=str(tmp_path), prune=False, diagnose=False, horizon_fraction=0.0)
     with pytest.raises(SearchInterrupted, match="1 finished trials kept") as info:
         stabilize(build, small_digits, **options)
     partial = info.value.result
@@ -541,7 +541,7 @@ SIGINT_SCRIPT = textwrap.dedent("""
     try:
         stabilize(build_fn, (x[:300], y[:300]), space="quick", budget=50, seeds=1,
                   probe_steps=30, evaluations=2, storage={storage!r}, prune=False,
-                  study_name="stabilizer")
+                  study_name="stabilizer", horizon_fraction=0.0)
     except SearchInterrupted as exc:
         trials = [[t.number, t.state] for t in exc.result.trials]
         print(json.dumps({{"trials": trials, "summary": exc.result.summary()[:80]}}))
@@ -620,7 +620,7 @@ def test_workers_share_one_study_and_survive_a_killed_worker(small_digits, tmp_p
     try:
         result = stabilize(scenarios.healthy_mlp, small_digits, space="quick", budget=4,
                            seeds=1, probe_steps=6, evaluations=2, storage=storage,
-                           out_dir=str(tmp_path), prune=False, workers=2,
+                           out_dir=str(tmp_path), prune=False, workers=2, horizon_fraction=0.0,
                            study_name="stabilizer",
                            progress=lambda record: finished.append(record.number))
     finally:

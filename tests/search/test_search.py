@@ -122,8 +122,10 @@ def test_a_baseline_that_cannot_build_is_an_error_before_any_trial(small_digits,
 
 
 def test_bad_arguments_are_clear_errors(small_digits, quick_settings):
-    with pytest.raises(ConfigError, match="unexpected argument 'epochs'"):
-        stabilize(scenarios.healthy_mlp, small_digits, epochs=3)
+    with pytest.raises(ConfigError, match="unexpected argument 'epoch'"):
+        stabilize(scenarios.healthy_mlp, small_digits, epoch=3)
+    with pytest.raises(ConfigError, match="epochs=0: expected a value >= 1"):
+        stabilize(scenarios.healthy_mlp, small_digits, epochs=0)
     with pytest.raises(ConfigError, match="batch_size=1000: larger than the 320 training"):
         _search(small_digits, quick_settings, batch_size=1000)
     with pytest.raises(DataError, match="x: contains NaN"):
@@ -141,7 +143,7 @@ KILLABLE = textwrap.dedent("""
     x, y = scenarios.digits()
     stabilize(scenarios.healthy_mlp, (x[:400], y[:400]), space="quick", budget=6, seeds=1,
               probe_steps=40, evaluations=2, storage={storage!r}, study_name="killed",
-              prune=False)
+              prune=False, horizon_fraction=0.0)
 """)
 
 
@@ -171,7 +173,7 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(small_digits, t
 
     result = stabilize(scenarios.healthy_mlp, small_digits, space="quick", budget=6, seeds=1,
                        probe_steps=40, evaluations=2, storage=storage, study_name="killed",
-                       prune=False)
+                       prune=False, horizon_fraction=0.0)
     after = {t.number: t.score for t in result.trials if t.state == "COMPLETE"}
     assert len(after) == 6
     assert all(after[n] == v for n, v in before.items())  # kept, not redone

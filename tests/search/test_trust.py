@@ -22,7 +22,7 @@ from stabilizer.search import CLEAR_MARGIN, choose_best, run_search
 from stabilizer.space import load_space
 
 TINY = dict(budget=1, probe_steps=4, evaluations=1, seeds=1, diagnose=False,
-            diagnose_after=False, space="quick")
+            diagnose_after=False, space="quick", horizon_fraction=0.0)
 
 
 def _tanh_mlp() -> keras.Model:
@@ -78,7 +78,7 @@ def test_a_named_study_made_for_another_model_is_refused_with_what_differs(small
 def test_a_worker_joining_a_study_of_another_search_is_refused(small_digits, tmp_path):
     settings = SearchConfig(out_dir=str(tmp_path), study_name="shared", trials=1, probe_steps=4,
                             evaluations=1, seeds=1, diagnose=False, diagnose_after=False,
-                            space="quick")
+                            space="quick", horizon_fraction=0.0)
     run_search(scenarios.healthy_mlp, small_digits, load_space("quick"), settings)
     with pytest.raises(ConfigError, match="model:"):  # a worker's body is run_search
         run_search(_tanh_mlp, small_digits, load_space("quick"), settings)
@@ -103,7 +103,7 @@ def _write_configs(folder, factories: dict[str, str], extra: str = "") -> None:
         "    return m\n" + "".join(f"def {name}():\n    return mlp({args})\n"
                                 for name, args in factories.items()))
     search = ("search: {trials: 1, probe_steps: 4, evaluations: 1, seeds: 1, diagnose: false, "
-              f"diagnose_after: false, space: quick, out_dir: out{extra}}}\n")
+              f"diagnose_after: false, space: quick, horizon_fraction: 0, out_dir: out{extra}}}\n")
     for name in factories:
         (folder / f"{name}.yaml").write_text(f"model: models.py:{name}\ndata: sklearn:digits\n"
                                              + search)

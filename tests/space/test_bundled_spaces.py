@@ -229,7 +229,7 @@ def test_small_batch_search_probes_normalization_alternatives(small_digits, tmp_
                                                       batch_size=Choice((4,)))
     result = stabilize(scenarios.batchnorm_mlp, small_digits, space=space, budget=1, seeds=1,
                        probe_steps=20, evaluations=2, out_dir=str(tmp_path),
-                       driver="keras_tuner", tuner="random")
+                       driver="keras_tuner", tuner="random", horizon_fraction=0.0)
     (trial,) = result.trials
     assert trial.state == "COMPLETE" and trial.config.normalization == "group"
     assert trial.config.batch_size == 4
