@@ -13,10 +13,10 @@ stay healthy. Look scenarios up by name::
 
 from __future__ import annotations
 
-from benchmarks.zoo import autoencoder, convolutional, dense, recurrent
+from benchmarks.zoo import autoencoder, convolutional, dense, generated, recurrent
 from benchmarks.zoo._scenario import Scenario
 
-__all__ = ["SCENARIOS", "Scenario", "get", "names"]
+__all__ = ["SCENARIOS", "Scenario", "generated", "get", "names"]
 
 #: name -> Scenario, in the order of the benchmark tables (the healthy control last).
 SCENARIOS: dict[str, Scenario] = {
@@ -32,7 +32,10 @@ def names(*, healthy: bool | None = None) -> list[str]:
 
 
 def get(name: str) -> Scenario:
-    """The scenario called `name`; a `KeyError` naming the known ones otherwise."""
+    """The scenario called `name` (``gen-<family>-<seed>``: a generated one,
+    `benchmarks.zoo.generated`); a `KeyError` naming the known ones otherwise."""
+    if generated.is_generated(name):
+        return generated.generate(name)
     try:
         return SCENARIOS[name]
     except KeyError:

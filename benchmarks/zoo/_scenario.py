@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,3 +32,8 @@ class Scenario:
     batch_size: int = 32
     space: str = "default"
     healthy: bool = False
+    #: the user's training length in optimizer steps (generated scenarios; None: the
+    #: benchmark's judge length applies)
+    train_steps: int | None = None
+    #: what was drawn for a generated scenario (`benchmarks.zoo.generated`)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -1,0 +1,475 @@
+"""The yardstick: generated scenarios, judged at their training length, with intervals.
+
+Does the stabilizer repair unstable training better than what a user would pick instead?
+Each scenario (`benchmarks.zoo.generated`: a family of unstable training drawn from a
+seed, with the user's training length; or a hand-written zoo scenario) is searched by
+every method; each choice and the user's own configuration are trained by the judge for
+the scenario's length on fresh seeds and measured on held-out data.
+
+The judge (thresholds written down before any result of this benchmark was seen):
+
+- `benchmarks.judge`'s training and rules: a seed diverges on a NaN/Inf loss or a
+  held-out loss above 10x the untrained one; a **repair** does not diverge, learns, ends
+  at least 10% below the baseline's mean final held-out loss, and its seed spread (std of
+  log final loss) is at most 0.15 (or the baseline's); on a healthy scenario a method
+  **keeps it healthy** when it does not diverge and ends at most 5% above the baseline.
+- **Learns**, against the chance level: the mean final held-out loss is at least 10% below
+  the untrained model's AND at least 10% below the chance level (the held-out loss of the
+  best constant prediction, `stabilizer.chance`), where one is known. Falling from a bad
+  start to chance is not learning.
+- The judge trains for the scenario's `train_steps` (what the stabilizer is told, as a user
+  would tell it), in 10 evaluations, on `judge_seeds` seeds (10 in the full preset),
+  7001, 7002, ... (no search uses them).
+- Every verdict carries its **agreement**: the share of 200 paired bootstrap resamples of
+  the judge seeds that give the same verdict (`benchmarks.stats.verdict_agreement`).
+
+Methods, at equal wall time: the stabilizer runs first; each search peer gets its wall
+time as a time limit (``probe_steps`` beside each method says what it spent). Peers:
+Optuna TPE on the final validation loss of plain probes (``optuna_tpe``), the same with
+Optuna's `MedianPruner` (``optuna_tpe_median``: after each seed's probe), KerasTuner's
+`RandomSearch` (``keras_tuner_random``), the LR range test alone (``lr_range_test``) and
+the user's own configuration (the baseline, never a repair).
+
+Statistics (`benchmarks.stats`): per method the repair rate of the unstable scenarios with
+a 90% interval (bootstrap over scenarios and judge seeds), per peer the paired difference
+stabilizer minus peer with its interval, and the healthy controls kept, with every false
+alarm listed.
+
+Presets: ``quick`` (a stated subset: 6 unstable scenarios with training lengths of 300-600
+steps and one healthy control, 5 judge seeds, 6 trials of 40-step probes; the stabilizer,
+Optuna TPE and the LR range test) is what to run while developing. ``full``: 3 seeds of each
+of the 12 families (36 unstable) and 6 healthy controls, 10 judge seeds, 20 trials of
+120-step probes, every peer; run in shards (``--shard i/n``: every n-th scenario from the
+i-th), each written scenario by scenario and resumable (``--resume``), then merged
+(``--merge``) into one table.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.yardstick --preset quick --jobs 2
+    python -m benchmarks.yardstick --preset full --shard 1/8 --jobs 2 --resume   # x 8
+    python -m benchmarks.yardstick --preset full --merge
+
+Writes ``yardstick_<preset>[_shard<i>of<n>].json`` and ``.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.compare import (  # noqa: E402
+    RESULTS,
+    Outcome,
+    _code_version,
+    failure_text,
+    keras_tuner_random,
+    lr_range,
+    machine,
+    split,
+    stabilizer_search,
+    write_report,
+)
+from benchmarks.judge import (  # noqa: E402
+    LEARNING_FRACTION,
+    Judgement,
+    SeedRun,
+    config_setup,
+    judge,
+    train_seeds,
+    verdict,
+)
+from benchmarks.stats import bootstrap_rates, verdict_agreement  # noqa: E402
+from benchmarks.zoo import generated  # noqa: E402
+
+__all__ = ["PRESETS", "YardstickPreset", "judged_verdict", "judgement_from_dict", "main",
+           "render_markdown", "run_scenario", "summarize"]
+
+PEERS = ("optuna_tpe", "optuna_tpe_median", "keras_tuner_random", "lr_range_test")
+#: Evaluations of the judge's training (the held-out loss after each tenth).
+JUDGE_EVALUATIONS = 10
+QUICK = ("gen-exploding_mlp-1", "gen-oscillation-0", "gen-unscaled_inputs-0",
+         "gen-cnn_high_lr-0", "gen-unscaled_targets-0", "gen-dying_relu-1", "gen-healthy-0")
+
+
+@dataclasses.dataclass(frozen=True)
+class YardstickPreset:
+    scenarios: tuple[str, ...]
+    probe_steps: int
+    evaluations: int
+    trials: int
+    seeds: int
+    judge_seeds: int
+    methods: tuple[str, ...]
+
+    @property
+    def seeds_judged(self) -> tuple[int, ...]:
+        return tuple(range(7001, 7001 + self.judge_seeds))
+
+
+PRESETS = {
+    "quick": YardstickPreset(QUICK, probe_steps=40, evaluations=2, trials=6, seeds=2,
+                             judge_seeds=5, methods=("stabilizer", "optuna_tpe",
+                                                     "lr_range_test")),
+    "full": YardstickPreset(tuple(generated.scenario_names(seeds=range(3), healthy=6)),
+                            probe_steps=120, evaluations=4, trials=20, seeds=2,
+                            judge_seeds=10, methods=("stabilizer", *PEERS)),
+}
+
+
+# -- the judge's verdict, against the chance level -----------------------------------------
+def judged_verdict(candidate: Judgement, baseline: Judgement, *, healthy: bool,
+                   chance: float | None) -> tuple[bool, list[str]]:
+    """(repaired or kept healthy, the reasons when not): `benchmarks.judge.verdict`, and on
+    an unstable scenario the chance-level rule of the module docstring."""
+    v = verdict(candidate, baseline, healthy_scenario=healthy)
+    reasons = list(v.reasons)
+    if not healthy and not candidate.diverged and chance is not None and math.isfinite(chance) \
+            and candidate.mean_final > (1 - LEARNING_FRACTION) * chance:
+        reasons.append(f"does not learn against chance (final {candidate.mean_final:.4g} vs "
+                       f"chance {chance:.4g})")
+    return not reasons, reasons
+
+
+# -- the peers at equal wall time -------------------------------------------------------------
+def _tpe(build_fn: Any, space: Any, settings: Any, data: Any, seconds: float,
+         pruned: bool) -> Outcome:
+    """Optuna TPE on plain final validation loss for `seconds` (at least one trial); with
+    `pruned`, Optuna's MedianPruner after each seed's probe."""
+    import optuna
+
+    from stabilizer.probe import probe_seeds
+    from stabilizer.search.optuna import OptunaSuggester
+
+    records: list[tuple[Any, float]] = []
+    steps = 0
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal steps
+        config = space.sample(OptunaSuggester(trial), max_batch_size=data.train_size)
+        losses = []
+        for i, seed in enumerate(probe_seeds(settings)):
+            runs = train_seeds(config_setup(build_fn, config, settings, settings.probe_steps,
+                                            data.y), data, [seed], steps=settings.probe_steps,
+                               epochs=settings.evaluations, divergence_factor=math.inf)
+            steps += runs[0].steps
+            losses.append(runs[0].final_loss)
+            if pruned:
+                trial.report(float(np.mean(losses)), i)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        records.append((config, float(np.mean(losses))))
+        return float(np.mean(losses))
+
+    start = time.perf_counter()
+    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(
+        8, max(2, settings.trials // 3)))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if pruned else None
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    study.optimize(objective, n_trials=1, gc_after_trial=False)
+    study.optimize(objective, n_trials=500, timeout=max(0.0, seconds - (time.perf_counter()
+                                                                       - start)),
+                   gc_after_trial=False)
+    best = min(records, key=lambda r: r[1])[0] if records else None
+    return Outcome(best, time.perf_counter() - start, steps, len(study.trials))
+
+
+def _keras_tuner(build_fn: Any, space: Any, settings: Any, data: Any, seconds: float,
+                 root: Path) -> Outcome:
+    """KerasTuner RandomSearch with as many trials as fit in `seconds` (measured per trial
+    on the first: the tuner has no time limit of its own)."""
+    one = dataclasses.replace(settings, trials=0)  # max_trials = trials + 1 = 1
+    start = time.perf_counter()
+    first = keras_tuner_random(build_fn, space, one, data, root)
+    per_trial = max(first.seconds, 1e-3)
+    trials = max(1, int(seconds / per_trial))
+    more = dataclasses.replace(settings, trials=trials - 1)
+    outcome = keras_tuner_random(build_fn, space, more, data, root)
+    outcome.seconds = time.perf_counter() - start
+    outcome.steps += first.steps
+    return outcome
+
+
+# -- one scenario -------------------------------------------------------------------------------
+def judgement_from_dict(d: dict[str, Any]) -> Judgement:
+    runs = []
+    for r in d["runs"]:
+        runs.append(SeedRun(r["seed"], r["initial_loss"] if r["initial_loss"] is not None
+                            else math.inf,
+                            [v if v is not None else math.nan for v in r["val_losses"]],
+                            r["diverged"], r["steps"], r["seconds"]))
+    return Judgement(runs)
+
+
+def run_scenario(name: str, preset: YardstickPreset, search_seed: int = 0) -> dict[str, Any]:
+    """Every method on one scenario, each choice judged; a JSON-ready row."""
+    import keras
+    import optuna
+
+    from benchmarks import zoo
+    from stabilizer.chance import chance_loss
+    from stabilizer.config import SearchConfig, StabilityConfig
+    from stabilizer.data import prepare_data
+    from stabilizer.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    scenario = zoo.get(name)
+    train_steps = scenario.train_steps or 3 * preset.probe_steps
+    search_arrays, held_out = split(*scenario.load_data())
+    root = Path(tempfile.mkdtemp(prefix=f"yard-{name}-"))
+    settings = SearchConfig(space=scenario.space, trials=preset.trials,
+                            probe_steps=preset.probe_steps, evaluations=preset.evaluations,
+                            seeds=preset.seeds, batch_size=scenario.batch_size,
+                            seed=search_seed, out_dir=str(root), train_steps=train_steps)
+    data = prepare_data(search_arrays, validation_split=settings.validation_split, seed=0)
+    space = load_space(scenario.space)
+    model = scenario.build_fn()
+    chance = chance_loss(model, model.loss, data.y, held_out[1])
+    outcomes: dict[str, Outcome] = {"baseline": Outcome(StabilityConfig())}
+    errors: dict[str, str] = {}
+    budget = 0.0
+    for method in preset.methods:
+        keras.backend.clear_session()
+        try:
+            if method == "stabilizer":
+                outcomes[method] = stabilizer_search(scenario.build_fn, data, settings, root)
+                budget = outcomes[method].seconds
+            elif method in ("optuna_tpe", "optuna_tpe_median"):
+                outcomes[method] = _tpe(scenario.build_fn, space, settings, data, budget,
+                                        pruned=method == "optuna_tpe_median")
+            elif method == "keras_tuner_random":
+                outcomes[method] = _keras_tuner(scenario.build_fn, space, settings, data,
+                                                budget, root)
+            elif method == "lr_range_test":
+                outcomes[method] = lr_range(scenario.build_fn, space, settings, data, root)
+        except Exception as exc:  # recorded and counted as not repaired, never hidden
+            errors[method] = failure_text(exc)
+    judged: dict[str, Judgement] = {}
+    cache: dict[str, Judgement] = {}
+    for method, outcome in outcomes.items():
+        if outcome.config is None:
+            continue
+        key = json.dumps(outcome.config.to_dict(), sort_keys=True)
+        if key not in cache:
+            factory = config_setup(scenario.build_fn, outcome.config, settings, train_steps,
+                                   data.y)
+            cache[key] = judge(factory, data, steps=train_steps, epochs=JUDGE_EVALUATIONS,
+                               val_data=held_out, seeds=preset.seeds_judged)
+        judged[method] = cache[key]
+    baseline = judged["baseline"]
+
+    def decide(candidate: Judgement, base: Judgement) -> bool:
+        return judged_verdict(candidate, base, healthy=scenario.healthy, chance=chance)[0]
+
+    methods: dict[str, Any] = {}
+    for method in ("baseline", *preset.methods):
+        if method not in judged:
+            methods[method] = {"error": errors.get(method, "no configuration"),
+                               "repaired": False}
+            continue
+        outcome, judgement = outcomes[method], judged[method]
+        ok, reasons = judged_verdict(judgement, baseline, healthy=scenario.healthy,
+                                     chance=chance)
+        methods[method] = {
+            "config": outcome.config.describe(), "config_dict": outcome.config.to_dict(),
+            "search_seconds": round(outcome.seconds, 2), "probe_steps": outcome.steps,
+            "candidates": outcome.candidates, "repaired": ok if method != "baseline" else None,
+            "reasons": reasons, "agreement": verdict_agreement(judgement, baseline, decide)
+            if method != "baseline" else None,
+            "judge": judgement.to_dict()}
+    return {"scenario": name, "cause": scenario.cause, "problem": scenario.problem,
+            "healthy": scenario.healthy, "train_steps": train_steps, "chance": chance,
+            "space": scenario.space, "batch_size": scenario.batch_size, "methods": methods,
+            "baseline_healthy": baseline.healthy, "search_seed": search_seed,
+            "wall_seconds": round(time.perf_counter() - start, 1)}
+
+
+# -- the tables ---------------------------------------------------------------------------------
+def _scenario_verdict(candidate: Judgement, baseline: Judgement,
+                      scenario: dict[str, Any]) -> bool:
+    return judged_verdict(candidate, baseline, healthy=False, chance=scenario["chance"])[0]
+
+
+def summarize(rows: list[dict[str, Any]], methods: tuple[str, ...],
+              resamples: int = 1000) -> dict[str, Any]:
+    """Repair rates with intervals, paired differences, healthy controls and false alarms."""
+    unstable = []
+    for row in rows:
+        if row["healthy"]:
+            continue
+        judged = {m: judgement_from_dict(v["judge"]) if "judge" in v else None
+                  for m, v in row["methods"].items()}
+        unstable.append({"baseline": judged["baseline"], "methods": judged,
+                         "chance": row["chance"]})
+    controls = [r for r in rows if r["healthy"]]
+    rates = bootstrap_rates(unstable, methods, _scenario_verdict,
+                            reference="stabilizer" if "stabilizer" in methods else None,
+                            resamples=resamples) if unstable else {"rates": {},
+                                                                   "differences": {}}
+    alarms = [{"scenario": r["scenario"], "method": m, "reasons": v.get("reasons", []),
+               "config": v.get("config")}
+              for r in controls for m, v in r["methods"].items()
+              if m != "baseline" and not v.get("repaired")]
+    kept = {m: sum(bool(r["methods"].get(m, {}).get("repaired")) for r in controls)
+            for m in methods}
+    cost = {m: {"probe_steps": sum(r["methods"].get(m, {}).get("probe_steps") or 0
+                                   for r in rows),
+                "search_seconds": round(sum(r["methods"].get(m, {}).get("search_seconds") or 0
+                                            for r in rows), 1)} for m in methods}
+    agreement = [v["agreement"] for r in rows for v in r["methods"].values()
+                 if v.get("agreement") is not None]
+    families: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["healthy"]:
+            continue
+        family = r["cause"]
+        entry = families.setdefault(family, {"scenarios": 0, "stabilizer": 0})
+        entry["scenarios"] += 1
+        entry["stabilizer"] += bool(r["methods"].get("stabilizer", {}).get("repaired"))
+    return {"unstable": len(unstable), "controls": len(controls), **rates,
+            "controls_kept": kept, "false_alarms": alarms, "cost": cost,
+            "by_cause": families, "wall_seconds": round(sum(r["wall_seconds"] for r in rows), 1),
+            "verdict_agreement_median": float(np.median(agreement)) if agreement else None,
+            "verdicts_below_90pct_agreement": sum(a < 0.9 for a in agreement),
+            "verdicts": len(agreement)}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.0%}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    p, t = report["preset"], report["summary"]
+    lines = [f"Preset `{report['preset_name']}`: {t['unstable']} unstable scenarios and "
+             f"{t['controls']} healthy controls; {p['trials']} trials of {p['probe_steps']}-step "
+             f"probes on {p['seeds']} seeds; judge {p['judge_seeds']} seeds at each scenario's "
+             f"training length. Code {report['code']}; machine: {report['machine']}; "
+             f"{t['wall_seconds']:.0f} s of scenario wall time.", "",
+             "| method | repair rate | 90% interval | stabilizer minus it (90% interval) | "
+             "controls kept | probe steps | search s |", "|---|---|---|---|---|---|---|"]
+    for m in p["methods"]:
+        r = t["rates"].get(m, {})
+        d = t["differences"].get(m)
+        diff = f"{d['difference']:+.0%} ({d['low']:+.0%} to {d['high']:+.0%})" if d else ""
+        lines.append(f"| {m} | {_pct(r.get('rate'))} | {_pct(r.get('low'))} to "
+                     f"{_pct(r.get('high'))} | {diff} | {t['controls_kept'].get(m, 0)}/"
+                     f"{t['controls']} | {t['cost'][m]['probe_steps']:,} | "
+                     f"{t['cost'][m]['search_seconds']:,.0f} |")
+    lines += ["", f"Verdict agreement (share of 200 bootstrap resamples of the judge seeds "
+              f"giving the same verdict): median {_pct(t['verdict_agreement_median'])}; "
+              f"{t['verdicts_below_90pct_agreement']} of {t['verdicts']} verdicts below 90%.",
+              "", "False alarms (a healthy control made worse): "
+              + ("; ".join(f"{a['method']} on {a['scenario']} ({'; '.join(a['reasons'])})"
+                           for a in t["false_alarms"]) or "none") + ".", "",
+              "| scenario | length | " + " | ".join(p["methods"]) + " |",
+              "|---|---|" + "---|" * len(p["methods"])]
+    for row in report["rows"]:
+        cells = []
+        for m in p["methods"]:
+            v = row["methods"].get(m, {})
+            mark = "R" if v.get("repaired") else "-"
+            agree = f" ({v['agreement']:.0%})" if v.get("agreement") is not None else ""
+            cells.append(mark + agree)
+        lines.append(f"| {row['scenario']}{' (healthy)' if row['healthy'] else ''} | "
+                     f"{row['train_steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f"--shard={text!r}: expected i/n with 1 <= i <= n, such as 2/8")
+    return int(index), int(count)
+
+
+def _write(out: str, name: str, report: dict[str, Any], order: list[str]) -> str:
+    report["rows"].sort(key=lambda r: order.index(r["scenario"]) if r["scenario"] in order
+                        else len(order))
+    report["summary"] = summarize(report["rows"], tuple(report["preset"]["methods"]))
+    markdown = render_markdown(report)
+    write_report(out, name, report, markdown)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.yardstick",
+                                     description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--scenarios", help="comma-separated names (default: the preset's)")
+    parser.add_argument("--shard", help="i/n: every n-th of the preset's scenarios from the i-th")
+    parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
+    parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the scenarios already in the output JSON")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge the preset's shard files into one table; run nothing")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    try:
+        shard = _shard(args.shard)
+    except ValueError as exc:
+        parser.error(str(exc))
+    names = args.scenarios.split(",") if args.scenarios else list(preset.scenarios)
+    if shard is not None:
+        names = names[shard[0] - 1::shard[1]]
+    name = f"yardstick_{args.preset}" + (f"_shard{shard[0]}of{shard[1]}" if shard else "")
+    report: dict[str, Any] = {
+        "command": "python -m benchmarks.yardstick " + " ".join(argv or sys.argv[1:]),
+        "code": _code_version(), "machine": machine(), "preset_name": args.preset,
+        "preset": {**dataclasses.asdict(preset), "scenarios": list(preset.scenarios)},
+        "rows": []}
+    if args.merge:
+        for path in sorted(Path(args.out).glob(f"yardstick_{args.preset}_shard*.json")):
+            shard_report = json.loads(path.read_text())
+            report["rows"] += shard_report["rows"]
+            report.setdefault("shards", []).append({"file": path.name,
+                                                    "code": shard_report["code"],
+                                                    "machine": shard_report["machine"]})
+        print(_write(args.out, name, report, list(preset.scenarios)))
+        return 0
+    path = Path(args.out) / f"{name}.json"
+    if args.resume and path.is_file():
+        report["rows"] = [r for r in json.loads(path.read_text())["rows"] if r["scenario"] in names]
+    done = {r["scenario"] for r in report["rows"]}
+    todo = [n for n in names if n not in done]
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        from benchmarks.compare import _init_worker
+
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_scenario, n, preset, args.search_seed): n for n in todo}
+            for future in as_completed(futures):
+                report["rows"].append(future.result())
+                print(f"[{time.strftime('%H:%M:%S')}] {futures[future]} done", file=sys.stderr,
+                      flush=True)
+                _write(args.out, name, report, names)
+    else:
+        for n in todo:
+            report["rows"].append(run_scenario(n, preset, args.search_seed))
+            print(f"[{time.strftime('%H:%M:%S')}] {n} done", file=sys.stderr, flush=True)
+            _write(args.out, name, report, names)
+    print(_write(args.out, name, report, names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
