@@ -215,12 +215,15 @@ def _advantage(rung: Rung, number: int) -> float | None:
 
 
 def _fading(rungs: Sequence[Rung], number: int, train_steps: int) -> str:
-    """Why the candidate's advantage is projected to be gone at `train_steps` ("" if not)."""
+    """Why the candidate's lead is projected to be gone at `train_steps` ("" if not, and
+    for a candidate that was not ahead at the earlier of the last two rungs)."""
     points = [(r.steps, a) for r in rungs if number in r.trials
               and (a := _advantage(r, number)) is not None]
     if len(points) < 2:
         return ""
     (s0, a0), (s1, a1) = points[-2], points[-1]
+    if a0 <= 0:  # no lead to lose: a candidate behind yours is left to the choice rule
+        return ""
     slope = (a1 - a0) / math.log(s1 / s0)
     projected = a1 + slope * math.log(max(train_steps, s1) / s1)
     if slope >= 0 or projected >= 0:

@@ -206,6 +206,17 @@ def test_a_fading_candidate_still_replaces_a_configuration_that_spikes():
     assert any("kept in the running" in n for n in chosen.notes)
 
 
+def test_a_candidate_that_was_never_ahead_is_not_marked_fading():
+    def behind(lr, steps):
+        base = {30: 1.9, 90: 1.2, 270: 0.5}[steps]
+        return _components(base if lr is None else base * {30: 1.2, 90: 1.5, 270: 2.0}[steps])
+    horizon = _horizon()
+    records = _records(behind, [1e-2])
+    rungs = climb(_Storage(), _Scripted(behind), horizon, records, _baseline(behind))
+    chosen = choose_on_ladder(rungs, records, _baseline(behind), horizon)
+    assert chosen.fading == {} and chosen.choice.best.trial_number is None
+
+
 def test_a_lasting_advantage_is_not_marked():
     def lasting(lr, steps):
         base = {30: 1.9, 90: 1.5, 270: 1.2}[steps]
