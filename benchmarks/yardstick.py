@@ -32,8 +32,10 @@ the user's own configuration (the baseline, never a repair).
 
 Statistics (`benchmarks.stats`): per method the repair rate of the unstable scenarios with
 a 90% interval (bootstrap over scenarios and judge seeds), per peer the paired difference
-stabilizer minus peer with its interval, and the healthy controls kept, with every false
-alarm listed.
+stabilizer minus peer with its interval, the healthy controls kept, with every false alarm
+listed, and anytime rates: each search's choice after 2, 5, 10 and 20 of its trials (within
+its budget) judged the same way (the stabilizer's by its choice rule at the probe length;
+the peers' by their lowest loss so far).
 
 Presets: ``quick`` (a stated subset: 6 unstable scenarios with training lengths of 300-600
 steps and one healthy control, 5 judge seeds, 6 trials of 40-step probes; the stabilizer,
@@ -182,7 +184,8 @@ def _tpe(build_fn: Any, space: Any, settings: Any, data: Any, seconds: float,
                                                                        - start)),
                    gc_after_trial=False)
     best = min(records, key=lambda r: r[1])[0] if records else None
-    return Outcome(best, time.perf_counter() - start, steps, len(study.trials))
+    return Outcome(best, time.perf_counter() - start, steps, len(study.trials),
+                   detail={"records": records})
 
 
 def _keras_tuner(build_fn: Any, space: Any, settings: Any, data: Any, seconds: float,
@@ -199,6 +202,35 @@ def _keras_tuner(build_fn: Any, space: Any, settings: Any, data: Any, seconds: f
     outcome.seconds = time.perf_counter() - start
     outcome.steps += first.steps
     return outcome
+
+
+# -- anytime: the choice after k trials --------------------------------------------------------
+#: Trial counts at which each search's choice so far is judged too (those within its trials).
+ANYTIME = (2, 5, 10, 20)
+
+
+def best_so_far(losses: list[tuple[Any, float]], k: int) -> Any:
+    """A plain search's choice after its first `k` trials: the lowest loss (the first on
+    ties; None before any trial)."""
+    first = losses[:k]
+    return min(first, key=lambda r: (r[1], first.index(r)))[0] if first else None
+
+
+def stabilizer_so_far(result: Any, k: int) -> Any:
+    """The stabilizer's choice after its first `k` trials, by its own rule at the probe
+    length (`choose_best` against your configuration's first probes; the ladder, which
+    runs after the trials, is left out)."""
+    from stabilizer.result import Candidate
+    from stabilizer.scoring import ScoreComponents
+    from stabilizer.search import choose_best, restore_nan
+
+    first = result.rungs[0] if result.rungs else None
+    if first is not None and first.get("baseline_components"):
+        base = Candidate(result.baseline.config, ScoreComponents.from_dict(
+            restore_nan(first["baseline_components"])), first["baseline_curves"])
+    else:
+        base = result.baseline
+    return choose_best(list(result.trials)[:k], base).best.config
 
 
 # -- one scenario -------------------------------------------------------------------------------
@@ -256,19 +288,33 @@ def run_scenario(name: str, preset: YardstickPreset, search_seed: int = 0) -> di
                 outcomes[method] = lr_range(scenario.build_fn, space, settings, data, root)
         except Exception as exc:  # recorded and counted as not repaired, never hidden
             errors[method] = failure_text(exc)
-    judged: dict[str, Judgement] = {}
     cache: dict[str, Judgement] = {}
-    for method, outcome in outcomes.items():
-        if outcome.config is None:
-            continue
-        key = json.dumps(outcome.config.to_dict(), sort_keys=True)
-        if key not in cache:
-            factory = config_setup(scenario.build_fn, outcome.config, settings, train_steps,
-                                   data.y)
+
+    def judged_config(config: Any) -> Judgement:
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key not in cache:  # the same configuration as another method: same training
+            factory = config_setup(scenario.build_fn, config, settings, train_steps, data.y)
             cache[key] = judge(factory, data, steps=train_steps, epochs=JUDGE_EVALUATIONS,
                                val_data=held_out, seeds=preset.seeds_judged)
-        judged[method] = cache[key]
+        return cache[key]
+
+    judged = {m: judged_config(o.config) for m, o in outcomes.items() if o.config is not None}
     baseline = judged["baseline"]
+    anytime: dict[str, dict[str, Any]] = {}
+    for method, outcome in outcomes.items():
+        for k in (k for k in ANYTIME if k < preset.trials):
+            if method == "stabilizer" and outcome.result is not None:
+                config = stabilizer_so_far(outcome.result, k)
+            elif "records" in outcome.detail:
+                config = best_so_far(outcome.detail["records"], k)
+            else:
+                continue
+            if config is None:
+                continue
+            ok, _ = judged_verdict(judged_config(config), baseline, healthy=scenario.healthy,
+                                   chance=chance)
+            anytime.setdefault(method, {})[str(k)] = {"config": config.describe(),
+                                                      "repaired": ok}
 
     def decide(candidate: Judgement, base: Judgement) -> bool:
         return judged_verdict(candidate, base, healthy=scenario.healthy, chance=chance)[0]
@@ -286,6 +332,7 @@ def run_scenario(name: str, preset: YardstickPreset, search_seed: int = 0) -> di
             "config": outcome.config.describe(), "config_dict": outcome.config.to_dict(),
             "search_seconds": round(outcome.seconds, 2), "probe_steps": outcome.steps,
             "candidates": outcome.candidates, "repaired": ok if method != "baseline" else None,
+            "anytime": anytime.get(method, {}),
             "reasons": reasons, "agreement": verdict_agreement(judgement, baseline, decide)
             if method != "baseline" else None,
             "judge": judgement.to_dict()}
@@ -338,7 +385,14 @@ def summarize(rows: list[dict[str, Any]], methods: tuple[str, ...],
         entry = families.setdefault(family, {"scenarios": 0, "stabilizer": 0})
         entry["scenarios"] += 1
         entry["stabilizer"] += bool(r["methods"].get("stabilizer", {}).get("repaired"))
-    return {"unstable": len(unstable), "controls": len(controls), **rates,
+    anytime: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        for k in ANYTIME:
+            marks = [r["methods"].get(m, {}).get("anytime", {}).get(str(k)) for r in rows
+                     if not r["healthy"]]
+            if marks and all(x is not None for x in marks):
+                anytime.setdefault(m, {})[str(k)] = sum(x["repaired"] for x in marks) / len(marks)
+    return {"unstable": len(unstable), "controls": len(controls), **rates, "anytime": anytime,
             "controls_kept": kept, "false_alarms": alarms, "cost": cost,
             "by_cause": families, "wall_seconds": round(sum(r["wall_seconds"] for r in rows), 1),
             "verdict_agreement_median": float(np.median(agreement)) if agreement else None,
@@ -367,6 +421,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{_pct(r.get('high'))} | {diff} | {t['controls_kept'].get(m, 0)}/"
                      f"{t['controls']} | {t['cost'][m]['probe_steps']:,} | "
                      f"{t['cost'][m]['search_seconds']:,.0f} |")
+    if t.get("anytime"):
+        counts = sorted({k for v in t["anytime"].values() for k in v}, key=int)
+        lines += ["", "Anytime (repair rate of each search's choice after k trials; the "
+                  "stabilizer's by its rule at the probe length, before the ladder; the "
+                  "final column is the whole search):", "",
+                  "| method | " + " | ".join(f"{k} trials" for k in counts) + " | final |",
+                  "|---|" + "---|" * (len(counts) + 1)]
+        for m, by_k in t["anytime"].items():
+            lines.append(f"| {m} | " + " | ".join(_pct(by_k.get(k)) for k in counts)
+                         + f" | {_pct(t['rates'].get(m, {}).get('rate'))} |")
     lines += ["", f"Verdict agreement (share of 200 bootstrap resamples of the judge seeds "
               f"giving the same verdict): median {_pct(t['verdict_agreement_median'])}; "
               f"{t['verdicts_below_90pct_agreement']} of {t['verdicts']} verdicts below 90%.",

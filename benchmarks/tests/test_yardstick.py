@@ -161,3 +161,21 @@ def test_shards_are_written_apart_and_merged_into_one_table(tmp_path, monkeypatc
     with pytest.raises(SystemExit):
         yardstick.main(["--preset", "quick", "--shard", "3/2", "--out", str(tmp_path)])
     np.testing.assert_equal(len(merged["shards"]), 2)
+
+
+def test_the_anytime_choice_is_the_best_of_the_first_k_trials():
+    records = [("a", 3.0), ("b", 1.0), ("c", 0.5), ("d", 1.0)]
+    assert yardstick.best_so_far(records, 1) == "a"
+    assert yardstick.best_so_far(records, 2) == "b"
+    assert yardstick.best_so_far(records, 20) == "c"
+    assert yardstick.best_so_far([], 2) is None
+    rows = [_row(f"u{i}", False, {"stabilizer"}) for i in range(4)]
+    for i, row in enumerate(rows):
+        row["methods"]["stabilizer"]["anytime"] = {"2": {"repaired": i < 1}, "5": {
+            "repaired": i < 3}}
+    summary = yardstick.summarize(rows, ("stabilizer", "optuna_tpe"), resamples=50)
+    assert summary["anytime"] == {"stabilizer": {"2": 0.25, "5": 0.75}}
+    assert "| stabilizer | 25% | 75% | 100% |" in yardstick.render_markdown(
+        {"preset": {"methods": ["stabilizer", "optuna_tpe"], "trials": 6, "probe_steps": 40,
+                    "seeds": 2, "judge_seeds": 5}, "preset_name": "quick", "code": "x",
+         "machine": "m", "summary": summary, "rows": rows})

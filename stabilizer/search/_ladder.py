@@ -81,7 +81,8 @@ class Rung:
                 "cost": {"steps": sum(int(c.get("steps") or 0) for c in curves),
                          "seconds": round(sum(float(c.get("seconds") or 0.0)
                                               for c in curves), 3)},
-                "baseline_curves": (self.baseline or {}).get("curves") or []}
+                "baseline_curves": (self.baseline or {}).get("curves") or [],
+                "baseline_components": (self.baseline or {}).get("components")}
 
 
 @dataclasses.dataclass
