@@ -28,7 +28,8 @@ time as a time limit (``probe_steps`` beside each method says what it spent). Pe
 Optuna TPE on the final validation loss of plain probes (``optuna_tpe``), the same with
 Optuna's `MedianPruner` (``optuna_tpe_median``: after each seed's probe), KerasTuner's
 `RandomSearch` (``keras_tuner_random``), the LR range test alone (``lr_range_test``) and
-the user's own configuration (the baseline, never a repair).
+the user's own configuration (the baseline, never a repair). ``stabilizer_flat`` (by
+``--methods``) is the stabilizer without its ladder (``horizon_fraction=0``).
 
 Statistics (`benchmarks.stats`): per method the repair rate of the unstable scenarios with
 a 90% interval (bootstrap over scenarios and judge seeds), per peer the paired difference
@@ -278,6 +279,10 @@ def run_scenario(name: str, preset: YardstickPreset, search_seed: int = 0) -> di
             if method == "stabilizer":
                 outcomes[method] = stabilizer_search(scenario.build_fn, data, settings, root)
                 budget = outcomes[method].seconds
+            elif method == "stabilizer_flat":  # without the ladder: every candidate at the
+                flat = dataclasses.replace(settings, horizon_fraction=0.0)  # probe length
+                outcomes[method] = stabilizer_search(scenario.build_fn, data, flat,
+                                                     root / "flat")
             elif method in ("optuna_tpe", "optuna_tpe_median"):
                 outcomes[method] = _tpe(scenario.build_fn, space, settings, data, budget,
                                         pruned=method == "optuna_tpe_median")
@@ -303,7 +308,7 @@ def run_scenario(name: str, preset: YardstickPreset, search_seed: int = 0) -> di
     anytime: dict[str, dict[str, Any]] = {}
     for method, outcome in outcomes.items():
         for k in (k for k in ANYTIME if k < preset.trials):
-            if method == "stabilizer" and outcome.result is not None:
+            if method.startswith("stabilizer") and outcome.result is not None:
                 config = stabilizer_so_far(outcome.result, k)
             elif "records" in outcome.detail:
                 config = best_so_far(outcome.detail["records"], k)
@@ -475,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--scenarios", help="comma-separated names (default: the preset's)")
     parser.add_argument("--shard", help="i/n: every n-th of the preset's scenarios from the i-th")
+    parser.add_argument("--methods", help="comma-separated methods (default: the preset's): "
+                        "stabilizer first, then any of stabilizer_flat (horizon_fraction=0), "
+                        + ", ".join(PEERS))
     parser.add_argument("--jobs", type=int, default=1, help="scenarios run at a time")
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
@@ -484,6 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.methods:
+        methods = tuple(args.methods.split(","))
+        unknown = sorted(set(methods) - {"stabilizer", "stabilizer_flat", *PEERS})
+        if unknown or methods[0] != "stabilizer":
+            parser.error(f"--methods={args.methods!r}: expected 'stabilizer' first (the peers "
+                         f"get its wall time), then any of stabilizer_flat, {', '.join(PEERS)}")
+        preset = dataclasses.replace(preset, methods=methods)
     try:
         shard = _shard(args.shard)
     except ValueError as exc:

@@ -179,3 +179,9 @@ def test_the_anytime_choice_is_the_best_of_the_first_k_trials():
         {"preset": {"methods": ["stabilizer", "optuna_tpe"], "trials": 6, "probe_steps": 40,
                     "seeds": 2, "judge_seeds": 5}, "preset_name": "quick", "code": "x",
          "machine": "m", "summary": summary, "rows": rows})
+
+
+def test_methods_are_checked_and_the_stabilizer_comes_first(tmp_path):
+    for bad in ("optuna_tpe,stabilizer", "stabilizer,grid_search"):
+        with pytest.raises(SystemExit):
+            yardstick.main(["--preset", "quick", "--methods", bad, "--out", str(tmp_path)])
