@@ -42,14 +42,16 @@ Presets: ``quick`` (a stated subset: 6 unstable scenarios with training lengths 
 steps and one healthy control, 5 judge seeds, 6 trials of 40-step probes; the stabilizer,
 Optuna TPE and the LR range test) is what to run while developing. ``full``: 3 seeds of each
 of the 12 families (36 unstable) and 6 healthy controls, 10 judge seeds, 20 trials of
-120-step probes, every peer; run in shards (``--shard i/n``: every n-th scenario from the
-i-th), each written scenario by scenario and resumable (``--resume``), then merged
-(``--merge``) into one table.
+120-step probes, every peer; run in shards (``--shard i/n``: the i-th of n contiguous
+blocks of the preset's list, which holds every family once per seed), each written
+scenario by scenario and resumable (``--resume``), then merged (``--merge``) into one
+table. At 4 shards a shard is 10-11 scenarios, about 35-45 minutes with ``--jobs 2``
+here; the whole preset about 2.5 hours of the 2 cores (docs/experiments/yardstick.md).
 
 Usage (from the repository root)::
 
     python -m benchmarks.yardstick --preset quick --jobs 2
-    python -m benchmarks.yardstick --preset full --shard 1/8 --jobs 2 --resume   # x 8
+    python -m benchmarks.yardstick --preset full --shard 1/4 --jobs 2 --resume   # 1/4 .. 4/4
     python -m benchmarks.yardstick --preset full --merge
 
 Writes ``yardstick_<preset>[_shard<i>of<n>].json`` and ``.md`` to ``--out``.
@@ -486,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--scenarios", help="comma-separated names (default: the preset's)")
-    parser.add_argument("--shard", help="i/n: every n-th of the preset's scenarios from the i-th")
+    parser.add_argument("--shard", help="i/n: the i-th of n blocks of the preset's scenarios")
     parser.add_argument("--methods", help="comma-separated methods (default: the preset's): "
                         "stabilizer first, then any of stabilizer_flat (horizon_fraction=0), "
                         + ", ".join(PEERS))
@@ -511,8 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     names = args.scenarios.split(",") if args.scenarios else list(preset.scenarios)
-    if shard is not None:
-        names = names[shard[0] - 1::shard[1]]
+    if shard is not None:  # contiguous blocks: the preset lists every family once per seed
+        size = -(-len(names) // shard[1])
+        names = names[(shard[0] - 1) * size:shard[0] * size]
     name = f"yardstick_{args.preset}" + (f"_shard{shard[0]}of{shard[1]}" if shard else "")
     report: dict[str, Any] = {
         "command": "python -m benchmarks.yardstick " + " ".join(argv or sys.argv[1:]),

@@ -153,7 +153,7 @@ def test_shards_are_written_apart_and_merged_into_one_table(tmp_path, monkeypatc
         assert yardstick.main(["--preset", "quick", "--scenarios", names, "--shard", shard,
                                "--out", str(tmp_path)]) == 0
     first = json.loads((tmp_path / "yardstick_quick_shard1of2.json").read_text())
-    assert [r["scenario"] for r in first["rows"]] == list(yardstick.QUICK[0::2])
+    assert [r["scenario"] for r in first["rows"]] == list(yardstick.QUICK[:4])
     assert yardstick.main(["--preset", "quick", "--merge", "--out", str(tmp_path)]) == 0
     merged = json.loads((tmp_path / "yardstick_quick.json").read_text())
     assert [r["scenario"] for r in merged["rows"]] == list(yardstick.QUICK)
