@@ -443,11 +443,12 @@ def machine() -> str:
             f"{backend}{version}")
 
 
-def _code_version() -> str:
-    """The commit benchmarked, with "+changes" when the working tree differs from it."""
+def _code_version(root: Path | None = None) -> str:
+    """The commit benchmarked (of this checkout, or of `root`), with "+changes" when the
+    working tree's package differs from it."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
                               capture_output=True, text=True).stdout.strip()

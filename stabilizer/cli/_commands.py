@@ -111,6 +111,8 @@ class SearchCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """Run (or resume) a search and write its report folder."""
+        run, base_dir = load_config(args.config, args)  # a bad file answers before imports
+        _quiet_optuna()
         from stabilizer.cli._progress import ProgressLine
         from stabilizer.errors import mask_secrets
         from stabilizer.report import write_report
@@ -121,7 +123,6 @@ class SearchCommand(Command):
             storage_for_workers,
         )
 
-        run, base_dir = load_config(args.config, args)
         prepared = prepare_run(run, base_dir)
         # the data checked against the model, the study named and its fingerprint checked
         # before anything is written to it
@@ -180,9 +181,10 @@ class DiagnoseCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """Diagnose the user's own configuration (`stabilizer.diagnosis.diagnose`); no study."""
+        run, base_dir = load_config(args.config)  # a bad file answers before imports
+        _quiet_optuna()
         from stabilizer.diagnosis import diagnose
 
-        run, base_dir = load_config(args.config)
         prepared = prepare_run(run, base_dir)
         settings = prepared.settings
         if not args.quiet:
@@ -215,6 +217,7 @@ class ReportCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """Rebuild the report folder of a finished or running study from its storage."""
+        _quiet_optuna()
         from stabilizer.report import write_report
         from stabilizer.search import load_result
 
@@ -257,6 +260,15 @@ class ShowSpaceCommand(Command):
         return 0
 
 
+def _quiet_optuna() -> None:
+    """Optuna's INFO lines and experimental-feature warnings off, for a command that uses it
+    (imported here, after the arguments and the config file were read)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 #: The subcommands, in the order `stabilizer --help` lists them.
 COMMANDS: tuple[Command, ...] = (SearchCommand(), DiagnoseCommand(), ReportCommand(),
                                  ShowSpaceCommand())
@@ -278,16 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stabilizer`` console script; returns the exit status."""
-    import optuna
+    """Entry point of the ``stabilizer`` console script; returns the exit status.
 
+    Keras and Optuna are imported by the commands that use them, not before the
+    arguments are read: help, version, ``show-space`` and argument errors answer without
+    them.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage and the error
         return int(exc.code) if isinstance(exc.code, int) else 2
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     where = f"stabilizer {args.command}"
     try:
         return int(args.handler(args))

@@ -17,9 +17,10 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from stabilizer.result import TrialRecord
+if TYPE_CHECKING:
+    from stabilizer.result import TrialRecord
 
 __all__ = ["ProgressLine", "format_duration"]
 

@@ -102,14 +102,22 @@ def _choice(name: str, value: Any, choices: tuple[str, ...], where: str = "") ->
     return str(value)
 
 
+#: Keras' built-in initializer names: accepted without importing Keras (any other name is
+#: checked with `keras.initializers.get`, which also knows registered custom ones).
+_KERAS_INITIALIZERS = frozenset((
+    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+    "lecun_normal", "orthogonal", "zeros", "ones", "random_normal", "random_uniform",
+    "truncated_normal", "variance_scaling", "identity"))
+
+
 def check_initializer(name: str, value: Any, where: str = "") -> str:
     """Accept "keep", "auto" or a name `keras.initializers.get` knows."""
-    import keras
-
     if not isinstance(value, str):
         raise ConfigError(f"{name}={value!r}{where}: expected an initializer name (a string)")
-    if value in INITIALIZER_MODES:
+    if value in INITIALIZER_MODES or value in _KERAS_INITIALIZERS:
         return value
+    import keras
+
     try:
         keras.initializers.get(value)
     except (ValueError, TypeError):

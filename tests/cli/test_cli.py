@@ -446,3 +446,18 @@ def test_ctrl_c_writes_the_report_of_what_finished_and_exits_130(tmp_path: Path,
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["states"]["complete"] == 1 and summary["states"]["failed"] == 1
     assert (folder / "report.html").is_file() and (folder / "best.yaml").is_file()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["show-space"],
+                                  ["show-space", "default"], ["search"],
+                                  ["search", "no-such-config.yaml"]])
+def test_help_version_spaces_and_argument_errors_import_no_framework(argv, tmp_path):
+    """They answer without importing Keras, its backend or Optuna (the figures are in
+    benchmarks/startup.py, not timed here)."""
+    script = ("import sys\nfrom stabilizer.cli import main\n"
+              f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+              "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'optuna')"
+              " if m in sys.modules)\nprint('HEAVY', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []", proc.stdout + proc.stderr
