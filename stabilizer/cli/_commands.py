@@ -9,7 +9,8 @@ writes a report folder ``<out_dir>/<study_name>/`` (see `stabilizer.report`).
 Exit status: 0 done; 2 a usage or configuration error (one line on stderr, nothing
 run, no study created); 1 the search stopped (e.g. too many failed trials);
 130 interrupted (the report of what finished is written; re-run the same command to resume
-the study).
+the study); 3 ``stabilizer diagnose --fail-on SEVERITY`` found a finding at that severity or
+above (for a CI job to gate on).
 
 Relative paths inside the YAML file (``model``, ``data``, ``search.space``) are
 read relative to the file's folder; paths given as flags and ``out_dir`` are
@@ -88,6 +89,11 @@ class SearchCommand(Command):
         parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                             help="override search.time_limit: no new trial starts after this "
                             "many seconds of the search")
+        _probe_options(parser)
+        parser.add_argument("--dry-run", action="store_true",
+                            help="check the config, build the model once, print the plan "
+                                 "(trials, seeds, probe steps, rungs, the budget in steps, the "
+                                 "storage) and stop: nothing is created")
         length = parser.add_mutually_exclusive_group()
         length.add_argument("--train-steps", type=int, metavar="N",
                             help="override search.train_steps: how long you will train, in "
@@ -129,6 +135,9 @@ class SearchCommand(Command):
         settings, search = prepare_search(prepared.build_fn, prepared.data, prepared.space,
                                           prepared.settings)
         settings = storage_for_workers(settings, args.workers)
+        if args.dry_run:
+            print("\n".join(plan_lines(settings, search.horizon, args.workers)))
+            return 0
         run = run.with_search(study_name=settings.study)
         existing: list[Any] = []
         baseline_stored = False
@@ -177,11 +186,15 @@ class DiagnoseCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("config", help="YAML file: model, data and search settings")
+        _probe_options(parser)
+        parser.add_argument("--fail-on", choices=("info", "warning", "error"), metavar="SEVERITY",
+                            help="exit with status 3 when any finding is at SEVERITY (info, "
+                                 "warning or error) or above, for a CI job to gate on")
         _output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         """Diagnose the user's own configuration (`stabilizer.diagnosis.diagnose`); no study."""
-        run, base_dir = load_config(args.config)  # a bad file answers before imports
+        run, base_dir = load_config(args.config, args)  # a bad file answers before imports
         _quiet_optuna()
         from stabilizer.diagnosis import diagnose
 
@@ -199,6 +212,11 @@ class DiagnoseCommand(Command):
             print(diagnosis.to_text())
             if not diagnosis.healthy:
                 print(f"next: stabilizer search {args.config}")
+        failing = diagnosis.codes(args.fail_on) if args.fail_on else []
+        if failing:
+            print(f"stabilizer diagnose: {len(failing)} finding(s) at {args.fail_on} or above "
+                  f"({', '.join(failing)}): exit status {FAIL_ON_STATUS}", file=sys.stderr)
+            return FAIL_ON_STATUS
         return 0
 
 
@@ -258,6 +276,47 @@ class ShowSpaceCommand(Command):
         print(f"# searched: {', '.join(space.searched()) or 'nothing (all fixed)'}")
         print(yaml.safe_dump(space.to_dict(), sort_keys=False), end="")
         return 0
+
+
+def _probe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, metavar="N", help="override search.seeds")
+    parser.add_argument("--probe-steps", type=int, metavar="N",
+                        help="override search.probe_steps (optimizer steps per probe)")
+
+
+def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[str]:
+    """What a search will do and spend, in steps (``stabilizer search --dry-run``).
+
+    The budget counts every probe at full length (pruning only shortens it): the user's
+    configuration and each trial on every seed, the LR range test of the diagnosis, and
+    each rung of the ladder (a third of the candidates below it, at least one, and the
+    user's configuration, on every seed).
+    """
+    from stabilizer.errors import mask_secrets
+
+    seeds, steps = settings.seeds, settings.probe_steps
+    flat = (settings.trials + 1) * seeds * steps + (steps if settings.diagnose else 0)
+    ladder, going = 0, settings.trials
+    for rung in horizon.rungs[1:]:
+        going = max(1, going // 3)
+        ladder += (going + 1) * seeds * rung
+    storage = settings.storage or f"sqlite:///{Path(settings.out_dir) / settings.study}.db"
+    return [f"study:      {settings.study!r} in {mask_secrets(storage)}"
+            + (f" ({workers} workers)" if workers > 1 else ""),
+            f"trials:     {settings.trials} ({settings.driver}"
+            + (f", {settings.tuner}" if settings.driver == "keras_tuner" else "")
+            + f"), space {settings.space if isinstance(settings.space, str) else 'custom'}",
+            f"probes:     {seeds} seed(s) x {steps} steps, {settings.evaluations} evaluations",
+            f"horizon:    {horizon.describe()}",
+            f"budget:     at most {flat + ladder:,} optimizer steps ({flat:,} for your "
+            f"configuration, the trials and the LR range test; {ladder:,} for the ladder)",
+            *([] if settings.time_limit is None else
+              [f"time limit: {settings.time_limit:g} s"]),
+            "dry run: nothing was created"]
+
+
+#: The exit status of `stabilizer diagnose --fail-on` when a finding reaches the severity.
+FAIL_ON_STATUS = 3
 
 
 def _quiet_optuna() -> None:

@@ -88,6 +88,8 @@ def load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunC
             space = str(Path(space).resolve())  # a flag is relative to the working directory
         try:
             run = run.with_search(trials=getattr(args, "trials", None),
+                                  seeds=getattr(args, "seeds", None),
+                                  probe_steps=getattr(args, "probe_steps", None),
                                   time_limit=getattr(args, "time_limit", None),
                                   storage=getattr(args, "storage", None),
                                   study_name=getattr(args, "study_name", None),

@@ -461,3 +461,40 @@ def test_help_version_spaces_and_argument_errors_import_no_framework(argv, tmp_p
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []", proc.stdout + proc.stderr
+
+
+def test_diagnose_fail_on_exits_non_zero_when_a_finding_reaches_the_severity(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "exploding.py").write_text(
+        "import keras\n"
+        "def mlp():\n"
+        "    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation='relu'),"
+        " keras.layers.Dense(10, activation='softmax')])\n"
+        "    m.compile(keras.optimizers.Adam(1.0), 'sparse_categorical_crossentropy')\n"
+        "    return m\n")
+    settings = "search: {probe_steps: 20, evaluations: 2, seeds: 1}\n"
+    exploding = write_config(tmp_path, "model: exploding.py:mlp\n" + GOOD_DATA + settings)
+    assert main(["diagnose", str(exploding), "--quiet", "--fail-on", "warning"]) == 3
+    err = capsys.readouterr().err
+    assert "at warning or above" in err and "exit status 3" in err
+    assert main(["diagnose", str(exploding), "--quiet"]) == 0  # without --fail-on: reported
+    assert main(["diagnose", str(exploding), "--fail-on", "fatal"]) == 2  # not a severity
+
+
+def test_a_dry_run_prints_the_plan_and_creates_nothing(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    path = write_config(tmp_path, GOOD_MODEL + GOOD_DATA + "search: {trials: 6, epochs: 20, "
+                        "out_dir: out, study_name: planned}\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["search", str(path), "--dry-run", "--seeds", "3", "--probe-steps", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "study:      'planned' in sqlite:///out/planned.db" in out
+    assert "probes:     3 seed(s) x 60 steps" in out
+    assert "candidates compared at 60, 180 steps" in out  # 20 epochs of 1,437 rows: 900 steps
+    # (6 + 1) x 3 x 60 + 60 for the range test; the ladder: (2 + 1) x 3 x 180
+    assert ("at most 2,940 optimizer steps (1,320 for your configuration, the trials and the "
+            "LR range test; 1,620 for the ladder)") in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no study, no folder
+    assert main(["search", str(path), "--dry-run", "--seeds", "0"]) == 2
+    assert "seeds=0" in capsys.readouterr().err
