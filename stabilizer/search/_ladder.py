@@ -34,12 +34,14 @@ from typing import Any
 
 from stabilizer.apply import replay_hyperparameters
 from stabilizer.config import StabilityConfig
+from stabilizer.errors import ProbeFailedError
 from stabilizer.probe import RUNG_FACTOR, Horizon, ProbePlan
 from stabilizer.result import Candidate, TrialRecord
 from stabilizer.scoring import ScoreComponents
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import Choice, choose_best, clear_gain, restore_nan
 from stabilizer.search._evaluator import Evaluator
+from stabilizer.search._policy import error_text
 
 __all__ = ["Rung", "LadderChoice", "climb", "choose_on_ladder", "stored_rungs", "rung_key"]
 
@@ -155,12 +157,16 @@ def climb(driver: BaseDriver, evaluator: Evaluator, horizon: Horizon,
             break
         steps = lengths[level]
         plan = base_plan.longer(steps)
-        rung = Rung(steps, _probe(driver, evaluator, plan, None, None, on_probe), {})
+        base = _probe(driver, evaluator, plan, None, None, on_probe)
+        if "components" not in base:
+            break  # your configuration failed at this length: nothing to compare against
+        rung = Rung(steps, base, {})
         for number in promoted:
             if driver.out_of_time():
                 break
-            rung.trials[number] = _probe(driver, evaluator, plan, number, by_number[number],
-                                         on_probe)
+            stored = _probe(driver, evaluator, plan, number, by_number[number], on_probe)
+            if "components" in stored:  # a failed probe leaves the candidate behind
+                rung.trials[number] = stored
         rungs.append(rung)
         level += 1
     return rungs
@@ -178,7 +184,12 @@ def _probe(driver: BaseDriver, evaluator: Evaluator, plan: ProbePlan, number: in
     config = StabilityConfig() if record is None or record.config is None else record.config
     params = {} if record is None else record.user_params
     hp = replay_hyperparameters(params) if evaluator.uses_hp else None
-    evaluation = evaluator.evaluate(config, hp, plan=plan)
+    try:
+        evaluation = evaluator.evaluate(config, hp, plan=plan)
+    except ProbeFailedError as exc:  # kept (not retried on resume); the trials are safe
+        stored = {"error": error_text(exc)}
+        driver.save_attr(key, stored)
+        return stored
     assert evaluation.components is not None  # no pruning above the first rung
     stored = {"components": evaluation.components.to_dict(), "curves": evaluation.curves,
               "probes": evaluation.probes,
@@ -195,12 +206,12 @@ def stored_rungs(load: Callable[[str], Any], horizon: Horizon, records: Sequence
     steps = horizon.rungs[0] * RUNG_FACTOR
     while steps <= horizon.train_steps:
         base = load(rung_key(steps, BASELINE))
-        if base is None:
+        if base is None or "components" not in base:
             break
         trials = {}
         for number in rungs[-1].trials:
             stored = load(rung_key(steps, number))
-            if stored is not None:
+            if stored is not None and "components" in stored:
                 trials[number] = dict(stored)
         rungs.append(Rung(steps, dict(base), trials))
         steps *= RUNG_FACTOR

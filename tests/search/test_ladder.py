@@ -170,6 +170,29 @@ def test_the_ladder_stops_climbing_when_out_of_time():
     assert chosen.rungs[-1].steps == 30  # chosen where the candidates were measured
 
 
+def test_a_probe_that_fails_on_a_rung_leaves_its_candidate_behind_not_the_search():
+    from stabilizer.errors import ProbeFailedError
+
+    def failing(lr, steps):
+        if lr == 2e-3 and steps == 90:
+            raise ProbeFailedError("build_fn raised MemoryError at 90 steps")
+        return _slow_starters(lr, steps)
+
+    class Failing(_Scripted):
+        def evaluate(self, config, hp=None, report=None, plan=None):
+            return Evaluation(config, failing(config.learning_rate, plan.total_steps), [])
+    storage = _Storage()
+    records = _records(_slow_starters, [1e-3, 2e-3, 3e-3, 1e-4, 2e-4, 3e-4])
+    rungs = climb(storage, Failing(_slow_starters), _horizon(), records,
+                  _baseline(_slow_starters))
+    # trials 0 and 1 went up; 1 failed at 90 steps and stays behind, 0 goes on
+    assert [r.steps for r in rungs] == [30, 90, 270]
+    assert list(rungs[1].trials) == [0] and list(rungs[2].trials) == [0]
+    assert "MemoryError" in storage.attrs[rung_key(90, 1)]["error"]
+    chosen = choose_on_ladder(rungs, records, _baseline(_slow_starters), _horizon())
+    assert chosen.rungs[-1].steps == 270 and chosen.choice.best.trial_number == 0
+
+
 # -- the choice at the longest rung ----------------------------------------------------
 def _fast_starter(lr, steps):
     """The user's configuration starts slowly and ends low; the fast one flattens early."""
