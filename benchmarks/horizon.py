@@ -44,20 +44,12 @@ from benchmarks.compare import (  # noqa: E402
     write_report,
 )
 from benchmarks.judge_noise import draw_seeds, judge_on  # noqa: E402
+from benchmarks.seed_count import _verdict_entry  # noqa: E402
 
 __all__ = ["ARMS", "run_scenario", "totals", "render_markdown", "main"]
 
 #: The two searches: the share of the training length the longest probe may reach.
 ARMS = {"flat": 0.0, "ladder": None}  # None: the product's default
-
-
-def _judged(judgement: Any, baseline: Any, healthy: bool) -> dict[str, Any]:
-    from benchmarks.judge import verdict
-
-    v = verdict(judgement, baseline, healthy_scenario=healthy)
-    j = judgement.to_dict()
-    return {"repaired": bool(v.repaired), "spread": j.get("spread"),
-            "mean_final": j.get("mean_final"), "reasons": v.to_dict().get("reasons", [])}
 
 
 def run_scenario(name: str, preset: Preset, search_seeds: tuple[int, ...]) -> dict[str, Any]:
@@ -97,7 +89,8 @@ def run_scenario(name: str, preset: Preset, search_seeds: tuple[int, ...]) -> di
                 "rungs": [r["steps"] for r in result.rungs] or [preset.probe_steps],
                 "kept_baseline": not result.improved,
                 "ladder_notes": result.ladder_notes,
-                **_judged(judge_on(setup, outcome.config, preset, seeds), baseline, healthy)}
+                **_verdict_entry(judge_on(setup, outcome.config, preset, seeds), baseline,
+                                 healthy)}
         searches.append(entry)
         print(f"[{time.strftime('%H:%M:%S')}] {name} seed {search_seed}: "
               + ", ".join(f"{arm}={'R' if entry[arm].get('repaired') else '-'}" for arm in ARMS),

@@ -185,3 +185,25 @@ def test_methods_are_checked_and_the_stabilizer_comes_first(tmp_path):
     for bad in ("optuna_tpe,stabilizer", "stabilizer,grid_search"):
         with pytest.raises(SystemExit):
             yardstick.main(["--preset", "quick", "--methods", bad, "--out", str(tmp_path)])
+
+
+def test_the_horizon_benchmark_counts_repairs_false_alarms_and_cost(tmp_path, monkeypatch):
+    from benchmarks import horizon
+
+    def fake(name, preset, search_seeds):
+        healthy = zoo.get(name).healthy
+        entry = {"search_seed": 0,
+                 "flat": {"repaired": not healthy, "probe_steps": 100, "search_seconds": 1.0,
+                          "config": "fast"},
+                 "ladder": {"repaired": True, "probe_steps": 400, "search_seconds": 2.0,
+                            "config": "yours", "rungs": [40, 120]}}
+        return {"scenario": name, "healthy": healthy, "searches": [entry], "wall_seconds": 1}
+    monkeypatch.setattr(horizon, "run_scenario", fake)
+    names = "exploding_relu_mlp_high_lr,healthy_mlp_control"
+    assert horizon.main(["--scenarios", names, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "horizon_quick_j36.json").read_text())
+    assert report["totals"]["flat"] == {"repaired": 1, "unstable": 1, "controls_made_worse": 1,
+                                        "controls": 1, "probe_steps": 200,
+                                        "search_seconds": 2.0}
+    assert report["totals"]["ladder"]["controls_made_worse"] == 0
+    assert "| ladder | 1/1 | 0/1 | 800 | 4 |" in (tmp_path / "horizon_quick_j36.md").read_text()
