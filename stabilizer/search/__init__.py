@@ -7,7 +7,8 @@ the runner that holds a whole search together, and the worker processes that sha
 - `Evaluator` (`_evaluator.py`): one candidate's probes over every seed, scored.
 - `choose_best` (`_choice.py`): which candidate a search hands back.
 - `Fingerprint` (`_fingerprint.py`): what a study was made for, checked on resume.
-- `clearly_worse`, `catch_interrupts` (`_policy.py`): what both drivers do alike.
+- `clearly_worse`, `catch_interrupts`, `quiet_optuna` (`_policy.py`): what both drivers
+  do alike.
 - `run_workers` (`_workers.py`): several processes on one study.
 - `load_result` (`_results.py`): a search read back from its storage alone.
 """
@@ -18,7 +19,12 @@ from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import CLEAR_MARGIN, Choice, choose_best, clear_gain, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
 from stabilizer.search._fingerprint import DEFAULT_STUDY_PREFIX, Fingerprint, study_fingerprint
-from stabilizer.search._policy import catch_interrupts, clearly_worse, raise_if_interrupted
+from stabilizer.search._policy import (
+    catch_interrupts,
+    clearly_worse,
+    quiet_optuna,
+    raise_if_interrupted,
+)
 from stabilizer.search._results import load_result
 from stabilizer.search._runner import PreparedSearch, make_driver, prepare_search, run_search
 from stabilizer.search._workers import (
@@ -50,6 +56,7 @@ __all__ = [
     "load_result",
     "make_driver",
     "prepare_search",
+    "quiet_optuna",
     "raise_if_interrupted",
     "restore_nan",
     "run_search",

@@ -10,6 +10,8 @@
   nats) below the median of the completed candidates at the same evaluation is pruned,
   once `n_startup` of them have reported it; a non-finite quality always is. The
   Optuna driver's `StabilityPruner` and the KerasTuner driver apply this one rule.
+- `quiet_optuna`: Optuna's per-trial INFO lines and experimental warnings off inside a
+  block, restored after it.
 - `catch_interrupts` / `raise_if_interrupted`: a Ctrl-C that Python would drop is
   raised again at the next safe point (between trials, after each evaluation).
 """
@@ -32,6 +34,7 @@ __all__ = [
     "PRUNE_STARTUP",
     "FailurePolicy",
     "catch_interrupts",
+    "quiet_optuna",
     "clearly_worse",
     "error_text",
     "raise_if_interrupted",
@@ -138,3 +141,22 @@ def raise_if_interrupted() -> None:
     if _sigint_seen:
         _sigint_seen = False
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO line per trial and its experimental-feature warnings off inside the
+    block, and the caller's settings back after it: the library quiets only its own calls,
+    never the user's whole process."""
+    import warnings
+
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)

@@ -28,7 +28,7 @@ from stabilizer.search._choice import choose_best, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
 from stabilizer.search._fingerprint import Fingerprint, study_fingerprint
 from stabilizer.search._ladder import LadderChoice, choose_on_ladder, climb
-from stabilizer.search._policy import catch_interrupts, raise_if_interrupted
+from stabilizer.search._policy import catch_interrupts, quiet_optuna, raise_if_interrupted
 from stabilizer.search._workers import WorkerSource, run_workers
 from stabilizer.search.optuna import OptunaDriver
 from stabilizer.space import SearchSpace
@@ -90,6 +90,16 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     chosen configuration diagnosed on the same seeds (the "after"). A worker process
     runs trials only (``diagnose_after=False, climb_ladder=False``).
     """
+    with quiet_optuna():  # Optuna's INFO lines and warnings, for this search only
+        return _run_search(build_fn, data, space, settings, progress=progress,
+                           workers=workers, source=source, diagnose_after=diagnose_after,
+                           climb_ladder=climb_ladder, prepared=prepared)
+
+
+def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
+                settings: SearchConfig, *, progress: Callable[[TrialRecord], None] | None,
+                workers: int, source: WorkerSource | None, diagnose_after: bool,
+                climb_ladder: bool, prepared: PreparedSearch | None) -> StabilityResult:
     start = time.monotonic()
     if prepared is None:
         settings, prepared = prepare_search(build_fn, data, space, settings)

@@ -197,3 +197,22 @@ def test_a_spent_time_limit_starts_no_new_trial(driver, small_digits, quick_sett
 def test_a_bad_time_limit_names_the_field(value):
     with pytest.raises(ConfigError, match="time_limit="):
         SearchConfig(time_limit=value)
+
+
+def test_a_search_quiets_optuna_only_while_it_runs(small_digits, quick_settings, capfd):
+    import warnings
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", optuna.exceptions.ExperimentalWarning)
+            _search(small_digits, quick_settings, trials=2, diagnose=False,
+                    storage=f"sqlite:///{quick_settings.out_dir}/quiet.db")
+        err = capfd.readouterr().err
+        assert "Trial 0 finished" not in err and "A new study created" not in err
+        assert not [w for w in caught if issubclass(w.category,
+                                                      optuna.exceptions.ExperimentalWarning)]
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the user's, restored
+    finally:
+        optuna.logging.set_verbosity(before)
