@@ -220,6 +220,17 @@ class StabilityResult:
             keras.utils.set_random_seed(seed)
         return self._configured(train_steps or self.train_steps).model
 
+    def optimizer(self, train_steps: int | None = None) -> keras.optimizers.Optimizer:
+        """Your optimizer class with the chosen learning rate, schedule (spanning
+        `train_steps`, default `self.train_steps`) and clipping, for a custom training loop
+        (``optimizer.apply(grads, model.trainable_variables)``). Not built: it builds on
+        its first step. The plateau schedule is a callback of `fit_kwargs()` and has no
+        counterpart here: the rate stays constant."""
+        if self.build_fn is None:
+            raise RuntimeError("this result was loaded without build_fn; set result.build_fn "
+                               "first")
+        return self._configured(train_steps or self.train_steps).model.optimizer
+
     def _configured(self, steps: int) -> ConfiguredModel:
         assert self.build_fn is not None
         fn, uses_hp = resolve_build_fn(self.build_fn)

@@ -216,3 +216,19 @@ def test_a_search_quiets_optuna_only_while_it_runs(small_digits, quick_settings,
         assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the user's, restored
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def test_the_result_hands_its_optimizer_to_a_custom_loop(small_digits, quick_settings):
+    result = _search(small_digits, quick_settings, trials=1, diagnose=False, train_steps=500)
+    result.best.config = StabilityConfig(learning_rate=0.003, lr_schedule="cosine",
+                                         clipping="global_norm", clip_value=1.0)
+    optimizer = result.optimizer()
+    assert isinstance(optimizer, keras.optimizers.Adam)  # your class
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert schedule.decay_steps == 500 and optimizer.global_clipnorm == 1.0
+    assert result.optimizer(train_steps=2000)._learning_rate.decay_steps == 2000
+    model = scenarios.healthy_mlp()
+    variables = model.trainable_variables
+    optimizer.apply([keras.ops.ones_like(v) for v in variables], variables)  # any backend
+    assert int(optimizer.iterations) == 1
