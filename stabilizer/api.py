@@ -10,6 +10,7 @@ from stabilizer.errors import ConfigError
 from stabilizer.result import StabilityResult, TrialRecord
 from stabilizer.search import (
     ObjectSource,
+    ProgressBar,
     WorkerSource,
     prepare_search,
     run_search,
@@ -52,7 +53,9 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
             `ConfigError` says what differs (``resume="force"`` resumes it anyway).
         config: a full `SearchConfig`; keyword arguments override its fields.
         progress: called with each trial's `TrialRecord` as it finishes (the CLI's
-            progress line, `stabilizer.cli.ProgressLine`).
+            progress line, `stabilizer.cli.ProgressLine`); its ``phase(text)`` method,
+            where it has one, with what the search does now. Default: a progress bar
+            (`stabilizer.search.ProgressBar`, tqdm) unless ``verbose=0``.
         workers: worker processes sharing the study (`stabilizer.search.run_workers`); with
             more than one and no `storage`, the study goes to a journal file
             ``<out_dir>/<study_name>.log``.
@@ -83,7 +86,12 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
     settings, prepared = prepare_search(build_fn, data, space_obj, settings)
     settings = storage_for_workers(settings, workers)
     source = (worker_source or ObjectSource(build_fn, data, space_obj)) if workers > 1 else None
-    return run_search(build_fn, data, space_obj, settings, progress=progress,
-                      workers=workers, source=source, prepared=prepared)
+    bar = ProgressBar(settings.trials) if progress is None and settings.verbose >= 1 else None
+    try:
+        return run_search(build_fn, data, space_obj, settings, progress=progress or bar,
+                          workers=workers, source=source, prepared=prepared)
+    finally:
+        if bar is not None:
+            bar.close()
 
 

@@ -29,7 +29,18 @@ class StabilizerError(Exception):
 
 
 class ConfigError(StabilizerError, ValueError):
-    """A configuration value, a search space or an argument is invalid."""
+    """A configuration value, a search space or an argument is invalid.
+
+    `problems` lists each problem on its own (with its field path) when a config had
+    several; the message then counts them and names each.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.problems))
 
 
 class DataError(ConfigError):

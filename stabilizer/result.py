@@ -17,7 +17,6 @@ import keras
 from stabilizer.apply import (
     ConfiguredModel,
     build_configured_model,
-    plateau_callback,
     replay_hyperparameters,
     resolve_build_fn,
 )
@@ -184,26 +183,41 @@ class StabilityResult:
             return self.settings.train_steps or self.settings.probe_steps
         return self.horizon.steps_for(self.best_config.batch_size or self.settings.batch_size)
 
-    def fit_kwargs(self) -> dict[str, Any]:
-        """`batch_size`, `callbacks` (and `epochs`, when you gave the length in epochs) to
-        pass to your own `model.fit` on the model of `build_model()`.
+    def fit_kwargs(self, *, epochs: int | None = None,
+                   steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for your own ``model.fit`` on the model of `build_model()` or
+        `apply()`: `batch_size`, `epochs`, `steps_per_epoch` and `callbacks`.
 
-        No `batch_size` when the data fixes its own (a PyDataset or a batched
-        tf.data.Dataset): none was measured.
+        `epochs` defaults to the length you gave the search in epochs; `steps_per_epoch`
+        is passed on when given. The callbacks stretch a decaying schedule over the fit
+        that runs (epochs x steps per epoch, as Keras counts them), so fitting longer or
+        shorter than the search was told needs no other change, and carry the plateau
+        schedule's ReduceLROnPlateau. No `batch_size` when the data fixes its own (a
+        PyDataset or a batched tf.data.Dataset): none was measured.
         """
-        config = self.best_config
-        kwargs: dict[str, Any] = {} if self.fixed_batch else \
-            {"batch_size": config.batch_size or self.settings.batch_size}
-        if self.horizon is not None and self.horizon.epochs is not None:
-            kwargs["epochs"] = self.horizon.epochs
-        callbacks = []
-        if config.lr_schedule == "plateau":
-            if config.learning_rate is None and self.build_fn is not None:
-                callbacks = self._configured(self.train_steps).callbacks
-            else:
-                callbacks = [plateau_callback(config, config.learning_rate or 1e-3)]
-        kwargs["callbacks"] = callbacks
+        from stabilizer.apply import fit_arguments
+
+        if epochs is None and self.horizon is not None:
+            epochs = self.horizon.epochs
+        kwargs = fit_arguments(self.best_config, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                               batch_size=self.settings.batch_size)
+        if self.fixed_batch:
+            kwargs.pop("batch_size", None)
         return kwargs
+
+    def apply(self, model: keras.Model, train_steps: int | None = None) -> keras.Model:
+        """Your `model` (one you built yourself, like the search's `build_fn` does) with
+        the chosen configuration applied and compiled with your loss and metrics.
+
+        `train_steps` defaults to `self.train_steps` (decaying schedules span it; the
+        callbacks of `fit_kwargs()` stretch them over the fit that runs). Sequential and
+        Functional models are cloned with their weights; a subclassed one is changed in
+        place. Needs `targets` for ``output_bias="chance"`` (set by `stabilize()`).
+        """
+        from stabilizer.apply import apply_to_model
+
+        return apply_to_model(model, self.best_config, train_steps=train_steps or
+                              self.train_steps, settings=self.settings, targets=self.targets)
 
     def build_model(self, train_steps: int | None = None, seed: int | None = None) -> keras.Model:
         """The user's model with the best configuration applied, compiled.

@@ -9,7 +9,9 @@ what is measured is what is handed back.
 - `_output_bias`: the output offset; `_schedule`: learning rate and schedule;
 - `_optimizer`: clipping, the optimizer and the compile step;
 - `_model`: the rebuild that applies the layer knobs (`apply_config`);
-- `_build`: calling the user's `build_fn`; `_configured`: `build_configured_model`.
+- `_build`: calling the user's `build_fn`; `_configured`: `build_configured_model`;
+- `_user`: a configuration applied to a model you built (`apply_to_model`) and your
+  `fit` arguments (`fit_arguments`), behind `StabilityConfig.apply` and `.fit_kwargs`.
 """
 
 from stabilizer.apply._build import (
@@ -36,21 +38,34 @@ from stabilizer.apply._optimizer import (
     make_optimizer,
 )
 from stabilizer.apply._output_bias import output_bias, output_layer
-from stabilizer.apply._schedule import COOLDOWN_FRACTION, Cooldown, make_schedule, plateau_callback
+from stabilizer.apply._schedule import (
+    COOLDOWN_FRACTION,
+    DECAYING_SCHEDULES,
+    Cooldown,
+    ScheduleSpan,
+    make_schedule,
+    plateau_callback,
+    resize_schedule,
+)
+from stabilizer.apply._user import apply_to_model, fit_arguments
 
 __all__ = [
     "COOLDOWN_FRACTION",
+    "DECAYING_SCHEDULES",
     "AppliedModel",
     "CompileSpec",
     "ConfiguredModel",
     "Cooldown",
+    "ScheduleSpan",
     "activation_family",
     "activation_name",
     "apply_config",
+    "apply_to_model",
     "build_configured_model",
     "call_build_fn",
     "compile_model",
     "effective_learning_rate",
+    "fit_arguments",
     "fresh_metrics",
     "has_batch_norm",
     "is_recurrent",
@@ -62,5 +77,6 @@ __all__ = [
     "output_layer",
     "plateau_callback",
     "replay_hyperparameters",
+    "resize_schedule",
     "resolve_build_fn",
 ]

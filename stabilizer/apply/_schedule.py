@@ -10,11 +10,17 @@ from stabilizer.config import StabilityConfig
 
 __all__ = [
     "COOLDOWN_FRACTION",
+    "DECAYING_SCHEDULES",
     "Cooldown",
+    "ScheduleSpan",
     "make_schedule",
     "plateau_callback",
+    "resize_schedule",
     "user_learning_rate",
 ]
+
+#: The schedules whose shape depends on the training length (`make_schedule`'s `total_steps`).
+DECAYING_SCHEDULES = ("exponential", "cosine", "warmup_cosine", "cooldown")
 
 
 def user_learning_rate(optimizer: keras.optimizers.Optimizer) -> tuple[float, Any]:
@@ -77,9 +83,70 @@ class Cooldown(keras.optimizers.schedules.LearningRateSchedule):
                 "fraction": self.fraction, "alpha": self.alpha}
 
 
-def plateau_callback(config: StabilityConfig, lr: float) -> keras.callbacks.Callback | None:
-    """ReduceLROnPlateau for the 'plateau' schedule (patience in evaluations)."""
+def resize_schedule(schedule: Any, total_steps: int) -> bool:
+    """Stretch a schedule `make_schedule` made to span `total_steps`, in place; True when
+    its length changed (False for a constant rate or a schedule it did not make)."""
+    total = max(1, int(total_steps))
+    schedules = keras.optimizers.schedules
+    if isinstance(schedule, Cooldown):
+        before, schedule.total_steps = schedule.total_steps, total
+        return before != total
+    if isinstance(schedule, schedules.CosineDecay):
+        warmup = int(getattr(schedule, "warmup_steps", 0) or 0)
+        span = schedule.decay_steps + warmup
+        new_warmup = max(1, int(round(total * warmup / span))) if warmup else 0
+        before = (schedule.decay_steps, warmup)
+        schedule.decay_steps = max(1, total - new_warmup)
+        schedule.warmup_steps = new_warmup
+        return before != (schedule.decay_steps, new_warmup)
+    if isinstance(schedule, schedules.ExponentialDecay):
+        before, schedule.decay_steps = schedule.decay_steps, max(1, total // 4)
+        return before != schedule.decay_steps
+    return False
+
+
+class ScheduleSpan(keras.callbacks.Callback):
+    """Stretches the model's decaying schedule over the `fit` it is passed to.
+
+    At the start of `fit` the length is the fit's own (`epochs` x steps per epoch, as Keras
+    counts them), so a schedule built for another length (``result.build_model()`` sized
+    for what the search was told) spans the training that actually runs. A fit whose
+    steps per epoch Keras cannot count (a data pipeline of unknown length without
+    `steps_per_epoch`) keeps the schedule as it was built. The model's train function
+    is rebuilt when the length changed, so a schedule traced before is traced anew.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the length the schedule was stretched to at the last fit (None: left alone)
+        self.total_steps: int | None = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        optimizer = getattr(self.model, "optimizer", None)
+        if not epochs or not steps or optimizer is None:
+            return
+        self.total_steps = int(epochs) * int(steps)
+        if resize_schedule(getattr(optimizer, "_learning_rate", None), self.total_steps):
+            self.model.make_train_function(force=True)
+
+
+class _Plateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose floor (a hundredth of the starting rate) is read from the
+    optimizer when the fit starts (for a configuration that keeps the user's rate)."""
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.min_lr <= 0:
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.min_lr = rate / 100
+        super().on_train_begin(logs)
+
+
+def plateau_callback(config: StabilityConfig,
+                     lr: float | None) -> keras.callbacks.Callback | None:
+    """ReduceLROnPlateau for the 'plateau' schedule (patience in evaluations), down to a
+    hundredth of `lr` (None: of the optimizer's rate when the fit starts)."""
     if config.lr_schedule != "plateau":
         return None
-    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
-                                             min_lr=lr / 100, verbose=0)
+    return _Plateau(monitor="val_loss", factor=0.5, patience=1,
+                    min_lr=lr / 100 if lr is not None else 0.0, verbose=0)

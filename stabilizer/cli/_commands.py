@@ -53,9 +53,12 @@ def _print_result(result: Any, folder: Path, fmt: str, quiet: bool) -> None:
         print(f"report: {folder / 'report.html'}")
 
 
-def _output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress or summary (CI); print only the report path")
+def _output_options(parser: argparse.ArgumentParser, quiet: str) -> None:
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="also one line per trial and per ladder probe, and the "
+                               "frameworks' own logs (search.verbose: 2)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="output format (default: %(default)s)")
 
@@ -113,12 +116,13 @@ class SearchCommand(Command):
                             help="worker processes sharing the study (default: 1); with N > 1 "
                                  "and no --storage the study is kept in "
                                  "<out_dir>/<study_name>.log")
-        _output_options(parser)
+        _output_options(parser, "no progress or summary (CI): print only the report path "
+                                "(search.verbose: 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Run (or resume) a search and write its report folder."""
         run, base_dir = load_config(args.config, args)  # a bad file answers before imports
-        _quiet_optuna()
+        _quiet_optuna(run.search.verbose)
         from stabilizer.cli._progress import ProgressLine
         from stabilizer.errors import mask_secrets
         from stabilizer.report import write_report
@@ -151,7 +155,7 @@ class SearchCommand(Command):
             study.set_user_attr("space_name", prepared.space.name)
             existing = records_from_study(study)
             baseline_stored = "baseline" in study.user_attrs
-        progress = ProgressLine(settings.trials, quiet=args.quiet, existing=existing)
+        progress = ProgressLine(settings.trials, quiet=settings.verbose == 0, existing=existing)
         progress.note(f"study {settings.study!r} ({mask_secrets(settings.resolved_storage())}): "
                       f"{progress.done} of {settings.trials} trials done")
         if not baseline_stored:
@@ -182,7 +186,8 @@ class DiagnoseCommand(Command):
     name = "diagnose"
     help = "probe your current setup and say how stable it is"
     description = ("Probe the configuration the model factory returns, as it is, and print its "
-                   "stability verdict and score components.")
+                   "stability verdict and score components (the score a search gives it), "
+                   "then the findings with their evidence and the per-evaluation records.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("config", help="YAML file: model, data and search settings")
@@ -190,13 +195,14 @@ class DiagnoseCommand(Command):
         parser.add_argument("--fail-on", choices=("info", "warning", "error"), metavar="SEVERITY",
                             help="exit with status 3 when any finding is at SEVERITY (info, "
                                  "warning or error) or above, for a CI job to gate on")
-        _output_options(parser)
+        _output_options(parser, "print only the verdict line (search.verbose: 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Diagnose the user's own configuration (`stabilizer.diagnosis.diagnose`); no study."""
         run, base_dir = load_config(args.config, args)  # a bad file answers before imports
-        _quiet_optuna()
+        _quiet_optuna(run.search.verbose)
         from stabilizer.diagnosis import diagnose
+        from stabilizer.scoring import score_traces
 
         prepared = prepare_run(run, base_dir)
         settings = prepared.settings
@@ -205,10 +211,17 @@ class DiagnoseCommand(Command):
                   f"{settings.probe_steps} steps ...", file=sys.stderr, flush=True)
         diagnosis = diagnose(prepared.build_fn, prepared.data, config=settings,
                              seeds=settings.seeds)
+        components = score_traces(diagnosis.traces)
+        verdict = verdict_line(diagnosis, components)
         if args.format == "json":
-            print(json.dumps({"model": run.model, "data": run.data, **diagnosis.to_dict()},
+            print(json.dumps({"model": run.model, "data": run.data, "verdict": verdict,
+                              "components": components.to_dict(), **diagnosis.to_dict()},
                              indent=2, default=str))
+        elif args.quiet:
+            print(verdict)
         else:
+            print(verdict)
+            print(components_line(components))
             print(diagnosis.to_text())
             if not diagnosis.healthy:
                 print(f"next: stabilizer search {args.config}")
@@ -218,6 +231,26 @@ class DiagnoseCommand(Command):
                   f"({', '.join(failing)}): exit status {FAIL_ON_STATUS}", file=sys.stderr)
             return FAIL_ON_STATUS
         return 0
+
+
+def verdict_line(diagnosis: Any, components: Any) -> str:
+    """'verdict: stable, score 0.812; healthy (no finding above info)' or the findings'
+    count by severity, worst first (``stabilizer diagnose``'s first line)."""
+    counts = {level: sum(f.severity == level for f in diagnosis.findings)
+              for level in ("error", "warning")}
+    found = ", ".join(f"{n} {level}{'s' if n != 1 else ''}" for level, n in counts.items() if n)
+    state = "healthy (no finding above info)" if diagnosis.healthy else \
+        f"unhealthy: {found} ({', '.join(diagnosis.codes('warning'))})"
+    return f"verdict: {components.verdict}, score {components.score:.3f}; {state}"
+
+
+def components_line(components: Any) -> str:
+    """The score's components on one line (what the search weighs)."""
+    return (f"components: final val_loss {components.final_val_loss:.4g} (reference "
+            f"{components.reference_loss:.4g}), quality {components.quality:.3f}, oscillation "
+            f"{components.oscillation:.3f}, spikes {components.spike_rate:.3f}, explosions "
+            f"{components.explode_rate:.3f}, vanishing {components.vanishing_share:.3f}, seed "
+            f"spread {components.seed_spread:.3f} over {components.seeds} seed(s)")
 
 
 class ReportCommand(Command):
@@ -231,11 +264,11 @@ class ReportCommand(Command):
                                               "<out>/<STUDY>.db that `search` makes)")
         parser.add_argument("--out", default=SearchConfig().out_dir,
                             help="folder of the report (default: %(default)s)")
-        _output_options(parser)
+        _output_options(parser, "print only the report path")
 
     def run(self, args: argparse.Namespace) -> int:
         """Rebuild the report folder of a finished or running study from its storage."""
-        _quiet_optuna()
+        _quiet_optuna(2 if args.verbose else 1)
         from stabilizer.report import write_report
         from stabilizer.search import load_result
 
@@ -319,11 +352,28 @@ def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[s
 FAIL_ON_STATUS = 3
 
 
-def _quiet_optuna() -> None:
+def _import_frameworks(verbose: int = 1) -> None:
+    """Keras (and its backend) imported without TensorFlow's start-up INFO lines
+    (`stabilizer.quiet_imports`), unless `verbose` is 2 (``-v``): called by a command once
+    its arguments and config file are read."""
+    from stabilizer import quiet_imports
+
+    if verbose >= 2:
+        import keras  # noqa: F401
+        return
+    with quiet_imports():
+        import keras  # noqa: F401
+
+
+def _quiet_optuna(verbose: int = 1) -> None:
     """Optuna's INFO lines and experimental-feature warnings off, for a command that uses it
-    (imported here, after the arguments and the config file were read)."""
+    (imported here, after the arguments and the config file were read), unless `verbose`
+    is 2 (``-v``). The command is the whole process: nothing to restore."""
+    _import_frameworks(verbose)
     import optuna
 
+    if verbose >= 2:
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -364,7 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigError as exc:
-        print(f"{where}: error: {one_line(str(exc))}", file=sys.stderr)
+        if len(exc.problems) > 1:  # a config file with several problems: one line each
+            head = str(exc).splitlines()[0]
+            print(f"{where}: error: {one_line(head)}", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  - {one_line(problem)}", file=sys.stderr)
+        else:
+            print(f"{where}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except StabilizerError as exc:
         print(f"{where}: {exc}", file=sys.stderr)

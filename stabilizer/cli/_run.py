@@ -78,6 +78,15 @@ def prepare_run(run: RunConfig, base_dir: Path) -> PreparedRun:
     return PreparedRun(run, loaded.build_fn, loaded.data, space_obj)
 
 
+def verbosity(args: argparse.Namespace) -> int | None:
+    """`SearchConfig.verbose` from ``-q`` (0) and ``-v`` (2); None keeps the file's."""
+    if getattr(args, "quiet", False):
+        return 0
+    if getattr(args, "verbose", False):
+        return 2
+    return None
+
+
 def load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunConfig, Path]:
     """The `RunConfig` of `path`, with the command-line flags applied."""
     config_path = Path(path)
@@ -94,7 +103,8 @@ def load_config(path: str, args: argparse.Namespace | None = None) -> tuple[RunC
                                   storage=getattr(args, "storage", None),
                                   study_name=getattr(args, "study_name", None),
                                   resume=getattr(args, "resume", None),
-                                  space=space, out_dir=getattr(args, "out", None))
+                                  space=space, out_dir=getattr(args, "out", None),
+                                  verbose=verbosity(args))
             # a length on the command line replaces the file's, in steps or in epochs
             for given, other in (("train_steps", "epochs"), ("epochs", "train_steps")):
                 if getattr(args, given, None) is not None:

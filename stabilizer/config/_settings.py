@@ -71,12 +71,58 @@ def _field(default: Any, help: str) -> Any:
 def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+
+
+def _unknown_keys(cls: type, data: Mapping[str, Any], hint: str = "") -> list[str]:
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known, key=str)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(known))}"
-        )
+    return [f"unknown key {key!r}{hint}; expected one of {', '.join(sorted(known))}"
+            for key in sorted(set(data) - known, key=str)]
+
+
+def field_problems(cls: type, data: Mapping[str, Any]) -> list[str]:
+    """Every problem of the known fields in `data`, not the first one alone.
+
+    Each field is checked on its own; a field that fails alone only for want of another
+    (``clipping: norm`` needs ``clip_value``) is checked again beside the fields that
+    passed; what is left after that (a rule between two valid fields) is one problem.
+    Each problem names its field: ``trials=0: expected a value >= 1``.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in data.items() if k in known}
+    try:
+        cls(**fields)
+        return []
+    except ConfigError as exc:
+        first = str(exc)
+    bad: dict[str, str] = {}
+    for key, value in fields.items():
+        try:
+            cls(**{key: value})
+        except ConfigError as exc:
+            bad[key] = str(exc)
+    passed = {k: v for k, v in fields.items() if k not in bad}
+    for key in list(bad):
+        try:
+            cls(**passed, **{key: fields[key]})
+            del bad[key]
+        except ConfigError:
+            pass
+    rest = {k: v for k, v in fields.items() if k not in bad}
+    try:
+        cls(**rest)
+        between: list[str] = []
+    except ConfigError as exc:
+        between = [str(exc)]
+    return list(bad.values()) + between or [first]
+
+
+def problems_error(where: str, problems: list[str]) -> ConfigError:
+    """One `ConfigError` for the problems of `where`: its message counts them and names
+    each on its own line (`ConfigError.problems` holds them)."""
+    if len(problems) == 1:
+        return ConfigError(f"{where}: {problems[0]}", problems)
+    listed = "".join(f"\n  - {problem}" for problem in problems)
+    return ConfigError(f"{where}: {len(problems)} problems:{listed}", problems)
 
 
 def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -148,7 +194,15 @@ class _YamlMixin:
 
     @classmethod
     def from_dict(cls: type[_T], data: Mapping[str, Any], where: str | None = None) -> _T:
-        _check_keys(cls, data, where or cls.__name__)
+        """From a mapping; every unknown key and bad value is reported, each by name."""
+        where = where or cls.__name__
+        _check_keys(cls, data, where)
+        unknown = _unknown_keys(cls, data)
+        problems = field_problems(cls, data)
+        if len(unknown) + len(problems) > 1 or unknown:
+            raise problems_error(where, unknown + problems)
+        if problems:  # one problem: its message names the field
+            raise ConfigError(problems[0], problems)
         return cls(**dict(data))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -230,6 +284,38 @@ class StabilityConfig(_YamlMixin):
             object.__setattr__(self, "bn_epsilon", _number(
                 "bn_epsilon", self.bn_epsilon, low=0, low_open=True, high=1))
 
+    def apply(self, model: Any, *, train_steps: int | None = None,
+              loss: Any = None, optimizer: str | None = None, metrics: list[str] | None = None,
+              targets: Any = None) -> Any:
+        """Your `model` (a `keras.Model` you built) with this configuration applied and
+        compiled with your loss, metrics and optimizer class (uncompiled: pass `loss`, and
+        `optimizer` and `metrics` by name).
+
+        `train_steps` is your training length in optimizer steps, required by a decaying
+        `lr_schedule` (pass `fit_kwargs()`'s callbacks to `fit` and the schedule spans the
+        fit that runs instead). Sequential and Functional models are cloned with their
+        weights; a subclassed one is changed in place. The batch size is a `fit` argument:
+        see `fit_kwargs`. Loading a saved result: ``StabilityConfig.from_yaml("best.yaml")
+        .apply(model, train_steps=...)``.
+        """
+        from stabilizer.apply import apply_to_model
+
+        settings = SearchConfig(loss=loss, optimizer=optimizer or "adam",
+                                metrics=list(metrics or []))
+        return apply_to_model(model, self, train_steps=train_steps, settings=settings,
+                              targets=targets)
+
+    def fit_kwargs(self, *, epochs: int | None = None, steps_per_epoch: int | None = None,
+                   batch_size: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for your ``model.fit`` on the model of `apply`: the batch
+        size (this configuration's, else `batch_size`), `epochs` and `steps_per_epoch` as
+        given, and the callbacks the configuration trains with (a decaying schedule is
+        stretched over the fit that runs, the plateau schedule's ReduceLROnPlateau)."""
+        from stabilizer.apply import fit_arguments
+
+        return fit_arguments(self, batch_size=batch_size, epochs=epochs,
+                             steps_per_epoch=steps_per_epoch)
+
     def describe(self) -> str:
         """A one-line human summary of what differs from the user's setup."""
         parts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
@@ -295,7 +381,12 @@ class SearchConfig(_YamlMixin):
     loss: str | None = _field(None, "loss for an uncompiled model (a Keras loss name)")
     optimizer: str = _field("adam", "optimizer for an uncompiled model (a Keras name)")
     metrics: list[str] = _field([], "metrics for an uncompiled model")
-    verbose: bool = _field(False, "print one line per finished trial")
+    verbose: int = _field(
+        1, "what the search prints: 0 nothing; 1 a progress bar (terminal or notebook) with "
+        "the best score, the diverged and pruned counts and the time left; 2 also one line "
+        "per finished trial and per ladder probe, and the frameworks' own logs (TensorFlow's "
+        "retracing warnings, Optuna's INFO lines) that 0 and 1 quiet during the search. "
+        "true/false read as 2/0")
     diagnose: bool = _field(
         True, "diagnose the user's configuration first (its probes are the baseline, plus "
         "an LR range test) and focus the space on what it finds")
@@ -360,7 +451,10 @@ class SearchConfig(_YamlMixin):
                 or not all(isinstance(m, str) for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r}: expected a list of metric names")
         self.metrics = list(self.metrics)
-        for name in ("verbose", "diagnose", "diagnose_after"):
+        if isinstance(self.verbose, bool):
+            self.verbose = 2 if self.verbose else 0
+        self.verbose = _number("verbose", self.verbose, low=0, high=2, integer=True)
+        for name in ("diagnose", "diagnose_after"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected true or false")
 
@@ -415,6 +509,17 @@ def _check_target(name: str, value: Any) -> str:
     return value
 
 
+def _check_data(value: Any) -> str:
+    """A `RunConfig.data` string (not read here)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"data={value!r}: expected {_DATA_HELP}")
+    if value.startswith("sklearn:"):
+        _choice("data", value, tuple(f"sklearn:{n}" for n in SKLEARN_DATASETS))
+    elif not value.endswith(".npz"):
+        _check_target("data", value)
+    return value
+
+
 @dataclasses.dataclass
 class RunConfig(_YamlMixin):
     """What `stabilizer search config.yaml` runs: a model factory, data and a search.
@@ -435,12 +540,7 @@ class RunConfig(_YamlMixin):
 
     def __post_init__(self) -> None:
         _check_target("model", self.model)
-        if not isinstance(self.data, str) or not self.data:
-            raise ConfigError(f"data={self.data!r}: expected {_DATA_HELP}")
-        if self.data.startswith("sklearn:"):
-            _choice("data", self.data, tuple(f"sklearn:{n}" for n in SKLEARN_DATASETS))
-        elif not self.data.endswith(".npz"):
-            _check_target("data", self.data)
+        _check_data(self.data)
         if isinstance(self.search, Mapping):
             self.search = SearchConfig.from_dict(self.search, where="search")
         if not isinstance(self.search, SearchConfig):
@@ -448,33 +548,36 @@ class RunConfig(_YamlMixin):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str | None = None) -> RunConfig:
+        """From a mapping; every problem is reported with its field path (``search.trials``)."""
         where = where or cls.__name__
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping with keys model, data and search, "
                               f"got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known, key=str)
-        if unknown:
-            hint = " (search settings go under 'search:')" \
-                if unknown[0] in {f.name for f in dataclasses.fields(SearchConfig)} else ""
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}{hint}; expected one of "
-                              f"{', '.join(sorted(known))}")
-        for key in ("model", "data"):
+        search_keys = {f.name for f in dataclasses.fields(SearchConfig)}
+        problems = [problem for key in sorted(set(data) - {"model", "data", "search"}, key=str)
+                    for problem in _unknown_keys(
+                        cls, {key: None},
+                        " (search settings go under 'search:')" if key in search_keys else "")]
+        for key, check in (("model", lambda v: _check_target("model", v)),
+                           ("data", _check_data)):
             if key not in data:
-                raise ConfigError(f"{where}: missing key {key!r}; expected "
-                                  f"{TARGET_HELP if key == 'model' else _DATA_HELP}")
-        search = data.get("search") or {}
-        if not isinstance(search, SearchConfig):
+                problems.append(f"missing key {key!r}; expected "
+                                f"{TARGET_HELP if key == 'model' else _DATA_HELP}")
+                continue
             try:
-                search = SearchConfig.from_dict(search, where=f"{where}: search")
+                check(data[key])
             except ConfigError as exc:
-                if str(exc).startswith(f"{where}: search"):
-                    raise
-                raise ConfigError(f"{where}: search.{exc}") from None
-        try:
-            return cls(model=data["model"], data=data["data"], search=search)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+                problems.append(str(exc))
+        search = data.get("search") or {}
+        if not isinstance(search, (Mapping, SearchConfig)):
+            problems.append(f"search: expected a mapping of settings, got "
+                            f"{type(search).__name__}")
+        elif isinstance(search, Mapping):
+            problems += [f"search: {p}" for p in _unknown_keys(SearchConfig, search)]
+            problems += [f"search.{p}" for p in field_problems(SearchConfig, search)]
+        if problems:
+            raise problems_error(where, problems)
+        return cls(model=data["model"], data=data["data"], search=search)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> RunConfig:

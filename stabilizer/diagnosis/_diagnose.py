@@ -50,7 +50,13 @@ from stabilizer.lr_range import (
     lr_range_test,
     settings_with,
 )
-from stabilizer.probe import ProbePlan, batch_size_of, probe_seeds, run_probes
+from stabilizer.probe import (
+    ProbePlan,
+    batch_size_of,
+    probe_seeds,
+    quiet_frameworks,
+    run_probes,
+)
 from stabilizer.telemetry import ProbeTrace
 
 __all__ = ["check_output_offset", "diagnose", "repair_for"]
@@ -98,53 +104,54 @@ def diagnose(build_fn: Callable[..., Any], data: Any, *, config: SearchConfig | 
     evaluations = min(evaluations or settings.evaluations, steps)
     settings = SearchConfig.from_dict({**settings.to_dict(), "probe_steps": steps,
                                        "evaluations": evaluations, "seeds": seeds})
-    probe_data = data if isinstance(data, ProbeData) else prepare_data(
-        data, validation_split=settings.validation_split, seed=settings.seed)
-    if not isinstance(data, ProbeData):  # stabilize() checked its data before diagnosing
-        inspect_model(build_fn, probe_data, settings)  # a DataError before the first probe
-    fn, uses_hp = resolve_build_fn(build_fn)
-    hp = replay_hyperparameters(hp_values or {}) if uses_hp else None
-    candidate = candidate or StabilityConfig()
-    batch = batch_size_of(candidate, settings, probe_data)
-    actual_batch = _actual_batch(probe_data, batch)
-    plan = ProbePlan.from_settings(settings)
-    sample = _validation_sample(probe_data, sample_size)
-    seed_list = probe_seeds(settings)
-    monitors = [_SeedMonitor(sample, actual_batch, th, static=i == 0)
-                for i in range(len(seed_list))]
-    run = run_probes(fn, probe_data, candidate, settings, seed_list, hp=hp, plan=plan,
-                     hooks=dict(enumerate(monitors)), stop_on_divergence=False)
-    traces: list[ProbeTrace] = run.traces
-    user_lr = configured_learning_rate(fn, hp, candidate, settings)
-    lr_result: LRRangeResult | None = None
-    if isinstance(lr_range, LRRangeResult):
-        lr_result = lr_range
-    elif lr_range:
-        lr_result = lr_range_test(build_fn, probe_data, steps=lr_range_steps,
-                                  config=settings, candidate=candidate, hp_values=hp_values)
-    evidence = Evidence(th, traces, monitors, plan, actual_batch, steps, user_lr, lr_result,
-                        settings)
-    findings = find(evidence)
-    offset = check_output_offset(fn, hp, candidate, settings, probe_data, seed_list[0],
-                                 sample, th)
-    if offset is not None:
-        findings.append(offset)
-        findings.sort(key=lambda f: (-_RANK[f.severity], _ORDER.index(f.code)))
-    repair = repair_for(findings, candidate) if lr_range is True else {}
-    repaired: LRRangeResult | None = None
-    if repair:
-        repaired = lr_range_test(build_fn, probe_data, steps=lr_range_steps, config=settings,
-                                 hp_values=hp_values,
-                                 candidate=dataclasses.replace(candidate, **repair))
-    for monitor, trace in zip(monitors, traces):
-        _add_update_ratios(monitor.records, trace, plan)
-    return Diagnosis(
-        findings=findings, config=candidate, seeds=seed_list, steps=steps,
-        batch_size=actual_batch, thresholds=th, per_seed=evidence.per_seed,
-        epochs=[m.records for m in monitors], initializers=monitors[0].static_layers,
-        lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
-        repaired_lr_range=repaired, repair=repair if repaired is not None else {},
-        hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
+    with quiet_frameworks(settings.verbose):  # the probes' retracing warnings
+        probe_data = data if isinstance(data, ProbeData) else prepare_data(
+            data, validation_split=settings.validation_split, seed=settings.seed)
+        if not isinstance(data, ProbeData):  # stabilize() checked its data before diagnosing
+            inspect_model(build_fn, probe_data, settings)  # a DataError before the first probe
+        fn, uses_hp = resolve_build_fn(build_fn)
+        hp = replay_hyperparameters(hp_values or {}) if uses_hp else None
+        candidate = candidate or StabilityConfig()
+        batch = batch_size_of(candidate, settings, probe_data)
+        actual_batch = _actual_batch(probe_data, batch)
+        plan = ProbePlan.from_settings(settings)
+        sample = _validation_sample(probe_data, sample_size)
+        seed_list = probe_seeds(settings)
+        monitors = [_SeedMonitor(sample, actual_batch, th, static=i == 0)
+                    for i in range(len(seed_list))]
+        run = run_probes(fn, probe_data, candidate, settings, seed_list, hp=hp, plan=plan,
+                         hooks=dict(enumerate(monitors)), stop_on_divergence=False)
+        traces: list[ProbeTrace] = run.traces
+        user_lr = configured_learning_rate(fn, hp, candidate, settings)
+        lr_result: LRRangeResult | None = None
+        if isinstance(lr_range, LRRangeResult):
+            lr_result = lr_range
+        elif lr_range:
+            lr_result = lr_range_test(build_fn, probe_data, steps=lr_range_steps,
+                                      config=settings, candidate=candidate, hp_values=hp_values)
+        evidence = Evidence(th, traces, monitors, plan, actual_batch, steps, user_lr, lr_result,
+                            settings)
+        findings = find(evidence)
+        offset = check_output_offset(fn, hp, candidate, settings, probe_data, seed_list[0],
+                                     sample, th)
+        if offset is not None:
+            findings.append(offset)
+            findings.sort(key=lambda f: (-_RANK[f.severity], _ORDER.index(f.code)))
+        repair = repair_for(findings, candidate) if lr_range is True else {}
+        repaired: LRRangeResult | None = None
+        if repair:
+            repaired = lr_range_test(build_fn, probe_data, steps=lr_range_steps, config=settings,
+                                     hp_values=hp_values,
+                                     candidate=dataclasses.replace(candidate, **repair))
+        for monitor, trace in zip(monitors, traces):
+            _add_update_ratios(monitor.records, trace, plan)
+        return Diagnosis(
+            findings=findings, config=candidate, seeds=seed_list, steps=steps,
+            batch_size=actual_batch, thresholds=th, per_seed=evidence.per_seed,
+            epochs=[m.records for m in monitors], initializers=monitors[0].static_layers,
+            lr_range=lr_result, user_lr=user_lr, seconds=time.perf_counter() - start,
+            repaired_lr_range=repaired, repair=repair if repaired is not None else {},
+            hp_values=dict(hp.values) if hp is not None else {}, traces=traces)
 
 
 def check_output_offset(fn: Callable[..., Any], hp: Any, candidate: StabilityConfig,

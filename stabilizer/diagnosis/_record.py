@@ -161,7 +161,7 @@ class Diagnosis:
         if self.repaired_lr_range is not None:
             lines.append(f"Under {self.repair_text()}: " + self.repaired_lr_range.to_text())
         if epochs and self.epochs:
-            lines.append(f"Per epoch (seed {self.seeds[0]}):")
+            lines.append(f"Per evaluation (seed {self.seeds[0]}):")
             lines += ["  " + row for row in _epoch_rows(self.epochs[0])]
         return "\n".join(lines)
 
@@ -195,7 +195,7 @@ class Diagnosis:
             parts.append(f"<p>Under {html.escape(self.repair_text())}: {text}</p>")
         if self.epochs:
             rows_text = html.escape("\n".join(_epoch_rows(self.epochs[0])))
-            parts.append(f"<h3>Per epoch (seed {self.seeds[0]})</h3><pre>{rows_text}</pre>")
+            parts.append(f"<h3>Per evaluation (seed {self.seeds[0]})</h3><pre>{rows_text}</pre>")
         parts.append("</section>")
         return "".join(parts)
 

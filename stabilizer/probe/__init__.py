@@ -3,7 +3,8 @@
 `run_probes` trains a candidate's seeds together as replicas of one program
 (`_replicas`) where it can, else one after another (`_single.run_probe`), and records
 which and why (`ProbeRun`). `ProbePlan` says how long a probe trains and how often it
-is evaluated; `probe_seeds` which seeds every candidate gets.
+is evaluated; `probe_seeds` which seeds every candidate gets; `quiet_frameworks` the
+frameworks' warnings around them.
 """
 
 from stabilizer.probe._plan import (
@@ -15,6 +16,7 @@ from stabilizer.probe._plan import (
     is_out_of_memory,
     probe_seeds,
 )
+from stabilizer.probe._quiet import quiet_frameworks
 from stabilizer.probe._replicas import (
     MAX_REPLICAS,
     ReplicasUnavailable,
@@ -37,6 +39,7 @@ __all__ = [
     "is_out_of_memory",
     "max_replicas",
     "probe_seeds",
+    "quiet_frameworks",
     "replica_fallback",
     "run_probe",
     "run_probes",

@@ -81,8 +81,9 @@ def _best_yaml(result: StabilityResult) -> str:
     origin = f"trial {best.trial_number}" if result.improved else "the baseline (kept)"
     lines = [f"# Most stable configuration of study {result.study_name!r}: {origin}, "
              f"score {best.score:.4g} ({best.components.verdict}).",
-             "# Load: StabilityConfig.from_yaml('best.yaml'); "
-             "build: StabilityResult.build_model()."]
+             "# Use: StabilityConfig.from_yaml('best.yaml').apply(model, "
+             f"train_steps={result.train_steps}) on your model, then "
+             "model.fit(..., **config.fit_kwargs(epochs=...))."]
     if best.user_params:
         lines.append(f"# build_fn(hp) hyperparameters of this trial: "
                      f"{json.dumps(best.user_params)}")

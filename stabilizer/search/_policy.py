@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from stabilizer.errors import SearchAbortedError, mask_secrets
+from stabilizer.probe import quiet_frameworks
 
 __all__ = [
     "PRUNE_MARGIN",
@@ -144,18 +145,22 @@ def raise_if_interrupted() -> None:
 
 
 @contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's INFO line per trial and its experimental-feature warnings off inside the
-    block, and the caller's settings back after it: the library quiets only its own calls,
-    never the user's whole process."""
+def quiet_optuna(verbose: int = 1) -> Iterator[None]:
+    """Optuna's INFO line per trial and its experimental-feature warnings, and the
+    frameworks' warnings (`stabilizer.probe.quiet_frameworks`), off inside the block when
+    `verbose` < 2, and the caller's settings back after it: the library quiets only its
+    own calls, never the user's whole process."""
     import warnings
 
     import optuna
 
+    if verbose >= 2:
+        yield
+        return
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_frameworks(verbose):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:

@@ -90,7 +90,7 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     chosen configuration diagnosed on the same seeds (the "after"). A worker process
     runs trials only (``diagnose_after=False, climb_ladder=False``).
     """
-    with quiet_optuna():  # Optuna's INFO lines and warnings, for this search only
+    with quiet_optuna(settings.verbose):  # Optuna's INFO lines and warnings: this search only
         return _run_search(build_fn, data, space, settings, progress=progress,
                            workers=workers, source=source, diagnose_after=diagnose_after,
                            climb_ladder=climb_ladder, prepared=prepared)
@@ -110,6 +110,9 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     if space_notes:
         driver.save_attr("space_notes", space_notes)
     driver.progress = progress
+    resume = getattr(progress, "resume", None)
+    if resume is not None and hasattr(driver, "records"):
+        resume(driver.records())
     if settings.time_limit is not None:
         driver.deadline = start + settings.time_limit
     evaluator = Evaluator(build_fn, probe_data, settings)
@@ -117,12 +120,15 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     before: Diagnosis | None = None
     try:
         with catch_interrupts():
+            _phase(progress, "diagnosing your configuration" if settings.diagnose
+                   else "probing your configuration")
             baseline, before, fresh = _baseline(driver, evaluator, build_fn)
             evaluator.reference_loss = baseline.components.reference_loss
             if before is not None:
                 driver.space = fit_space(before.focus(fitted), prepared.facts, probe_data)[0]
                 if fresh and not before.healthy:
                     driver.enqueue_first(_first_trials(before, driver.space, probe_data))
+            _phase(progress, "searching")
             if source is not None:
                 run_workers(workers, source, settings, body=run_search,
                             records=driver.records,  # type: ignore[attr-defined]
@@ -133,14 +139,17 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             raise_if_interrupted()
             ladder = None
             if climb_ladder:
+                if len(prepared.horizon.rungs) > 1:
+                    _phase(progress, "probing the best longer")
                 driver.save_attr("horizon", prepared.horizon.to_dict())
                 rungs = climb(driver, evaluator, prepared.horizon, records, baseline,
-                              on_probe=_ladder_line if settings.verbose else None)
+                              on_probe=_ladder_line if settings.verbose >= 2 else None)
                 raise_if_interrupted()
                 ladder = choose_on_ladder(rungs, records, baseline, prepared.horizon)
             result = _result(records, baseline, before, settings, fitted, driver, build_fn,
                              probe_data, space_notes, prepared.horizon, ladder)
             if diagnose_after and settings.diagnose and settings.diagnose_after:
+                _phase(progress, "diagnosing the chosen configuration")
                 result.after = _after(driver, result, build_fn, probe_data)
                 raise_if_interrupted()
     except KeyboardInterrupt as exc:
@@ -155,6 +164,13 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             f"{settings.study!r} ({driver.storage_label()}): run the same search again "
             "to resume", partial) from exc
     return result
+
+
+def _phase(progress: Any, text: str) -> None:
+    """Tell a progress hook that has a ``phase(text)`` method what the search does now."""
+    phase = getattr(progress, "phase", None)
+    if phase is not None:
+        phase(text)
 
 
 def _ladder_line(steps: int, trial: int | None) -> None:

@@ -151,6 +151,30 @@ def test_config_errors_exit_2_with_one_line_and_create_nothing(
     assert not list(workdir.rglob("*.db"))
 
 
+def test_a_config_file_with_several_errors_names_each_on_its_own_line(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(workdir, GOOD_MODEL + "data: sklearn:mnist\nsearch:\n  trials: 0\n"
+                        "  seeds: 1.5\n  verbose: 3\n")
+    assert main(["search", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"stabilizer search: error: {path}: 4 problems:"
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  - data='sklearn", "  - search.trials=0", "  - search.seeds=1.5",
+        "  - search.verbose=3"]
+
+
+@pytest.mark.parametrize("flags, verbose", [([], 1), (["-q"], 0), (["--verbose"], 2)])
+def test_quiet_and_verbose_flags_set_the_search_verbosity(
+        flags: list[str], verbose: int, workdir: Path) -> None:
+    from stabilizer.cli._run import load_config
+
+    path = write_config(workdir, GOOD_MODEL + GOOD_DATA)
+    args = build_parser().parse_args(["search", str(path), *flags])
+    assert load_config(str(path), args)[0].search.verbose == verbose
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", str(path), "-q", "-v"])  # one or the other
+
+
 def test_a_config_error_runs_no_user_code(workdir: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(workdir, "model: bad_models.py:marked\n" + GOOD_DATA + "trails: 1\n")
@@ -478,6 +502,15 @@ def test_diagnose_fail_on_exits_non_zero_when_a_finding_reaches_the_severity(
     err = capsys.readouterr().err
     assert "at warning or above" in err and "exit status 3" in err
     assert main(["diagnose", str(exploding), "--quiet"]) == 0  # without --fail-on: reported
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("verdict: ")  # -q: the verdict line alone
+    assert "; unhealthy: " in out[0] and "error" in out[0]
+    assert main(["diagnose", str(exploding), "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    first, second = out.splitlines()[:2]
+    assert first.startswith("verdict: ")
+    assert second.startswith("components: final val_loss ") and "seed spread" in second
+    assert "Per evaluation (seed" in out and "next: stabilizer search" in out
     assert main(["diagnose", str(exploding), "--fail-on", "fatal"]) == 2  # not a severity
 
 

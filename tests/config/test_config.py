@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stabilizer import ConfigError, SearchConfig, StabilityConfig
+from stabilizer import ConfigError, RunConfig, SearchConfig, StabilityConfig
 
 
 def test_stability_config_round_trips_through_yaml(tmp_path):
@@ -67,3 +67,30 @@ def test_default_storage_is_an_sqlite_file_in_out_dir(tmp_path):
     settings = SearchConfig(out_dir=str(tmp_path), study_name="s1")
     assert settings.resolved_storage() == f"sqlite:///{tmp_path}/s1.db"
     assert SearchConfig(storage="sqlite:///x.db").resolved_storage() == "sqlite:///x.db"
+
+
+def test_a_config_file_with_several_errors_reports_every_one_with_its_field_path(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: models:build\ndata: sklearn:nope\nepochs: 3\nsearch:\n"
+                    "  trials: 0\n  seeds: two\n  colour: red\n  probe_steps: 10\n"
+                    "  evaluations: 20\n  driver: optuna\n")
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(path)
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == [
+        "unknown key 'epochs' (search settings go under 'search", "data='sklearn", "search",
+        "search.trials=0", "search.seeds='two'", "search.evaluations=20"]
+    assert "search: unknown key 'colour'" in problems[2]
+    assert "expected at most probe_steps=10" in problems[-1]  # a rule between two fields
+    assert str(info.value).startswith(f"{path}: 6 problems:\n  - unknown key 'epochs'")
+
+
+def test_a_field_that_needs_another_is_not_reported_when_the_other_is_given():
+    with pytest.raises(ConfigError) as info:
+        StabilityConfig.from_dict({"clipping": "norm", "clip_value": 1.0,
+                                   "learning_rate": -1, "batch_size": 0.5})
+    assert [p.split(":")[0] for p in info.value.problems] == ["learning_rate=-1",
+                                                              "batch_size=0.5"]
+    with pytest.raises(ConfigError, match=r"^clipping='norm' needs clip_value") as info:
+        StabilityConfig.from_dict({"clipping": "norm"})
+    assert len(info.value.problems) == 1

@@ -380,7 +380,7 @@ def test_report_as_dict_text_and_html():
     assert finding["thresholds"] == {"dead_share": 0.5, "dead_share_error": 0.9}
     text = d.to_text()
     assert "ERROR    dead_relu" in text and "evidence:" in text and "addressed by:" in text
-    assert "Per epoch" in text and "weight mean" in text and "update/weight" in text
+    assert "Per evaluation" in text and "weight mean" in text and "update/weight" in text
     html = d.html_section()
     assert html.startswith("<section class='diagnosis'>") and "dead_relu" in html
     assert d._repr_html_() == html

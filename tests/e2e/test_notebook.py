@@ -33,5 +33,14 @@ def test_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert any(h.startswith("<section class='diagnosis'>") for h in html)  # result.diagnosis
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "final training loss" in text
+    # stabilize()'s cell: a progress bar on stderr, and nothing else on it (no framework
+    # warnings, no Optuna INFO lines, no tqdm warning about ipywidgets)
+    search_cell = next(c for c in notebook.cells
+                       if c.cell_type == "code" and "stabilizer.stabilize(" in c.source)
+    err = "".join(o.get("text", "") for o in search_cell.outputs
+                  if o.output_type == "stream" and o.name == "stderr")
+    assert "3/3" in err and "trial" in err and "best " in err and "diverged " in err
+    for noise in ("Warning", "WARNING", "[I ", "IProgress", "retracing", "I0000"):
+        assert noise not in err, err
     assert "['best.yaml', 'report.html', 'summary.json', 'trials.csv']" in \
         data[-1]["text/plain"]

@@ -64,6 +64,12 @@ def test_result_holds_best_baseline_table_and_a_buildable_model(small_digits, qu
     x, y = small_digits
     model.fit(x, y, epochs=1, verbose=0, **kwargs)
     assert "<table>" in result._repr_html_() and "baseline" in result.summary()
+    yours = scenarios.healthy_mlp()  # a model built outside the search, the same way
+    applied = result.apply(yours)
+    assert applied.compiled and type(applied.optimizer) is type(model.optimizer)
+    unnamed = [{k: v for k, v in m.optimizer.get_config().items() if k != "name"}
+               for m in (applied, model)]
+    assert unnamed[0] == unnamed[1]  # the same rate, schedule and clipping
 
 
 def math_isfinite(value) -> bool:

@@ -409,7 +409,7 @@ class KerasTunerDriver(BaseDriver):
         hp = keras_tuner.HyperParameters()
         declare_space(self.space, hp, max_batch_size=evaluator.data.train_size)
         oracle = _make_oracle(self.settings, len(hp.space))
-        oracle.verbose = 0  # the stabilizer prints its own line per trial (settings.verbose)
+        oracle.verbose = 0  # the stabilizer prints its own line per trial (settings.verbose >= 2)
         # What `keras_tuner.Tuner.__init__` does to attach an oracle to its directory.
         oracle._set_project_dir(str(self.project_dir.parent), self.project_dir.name)
         if (self.project_dir / _ORACLE).is_file():
@@ -515,7 +515,7 @@ class KerasTunerDriver(BaseDriver):
                                               "finite number")
             return self._end(oracle, trial, record)
         record.update(state="COMPLETE", score=score)
-        if self.settings.verbose:
+        if self.settings.verbose >= 2:
             c = evaluation.components
             print(f"trial {int(trial_id)}: score={c.score:.3f} {c.verdict} "
                   f"val_loss={c.final_val_loss:.4g} | {config.describe()}", flush=True)

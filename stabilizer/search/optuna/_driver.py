@@ -577,7 +577,7 @@ class OptunaDriver(BaseDriver):
             trial.study.set_user_attr(f"{INFEASIBLE_PREFIX}{exc.batch_size}", first_line)
             trial.set_user_attr("out_of_memory", exc.batch_size)
             _set_error(trial, exc)
-            if self.settings.verbose:
+            if self.settings.verbose >= 2:
                 print(f"trial {trial.number}: out of memory at batch_size={exc.batch_size}; "
                       "that batch size is skipped from now on", flush=True)
             raise
@@ -592,7 +592,7 @@ class OptunaDriver(BaseDriver):
             raise optuna.TrialPruned()
         assert evaluation.components is not None
         trial.set_user_attr("components", evaluation.components.to_dict())
-        if self.settings.verbose:
+        if self.settings.verbose >= 2:
             c = evaluation.components
             print(f"trial {trial.number}: score={c.score:.3f} {c.verdict} "
                   f"val_loss={c.final_val_loss:.4g} | {config.describe()}", flush=True)
