@@ -1,4 +1,4 @@
-"""The command line: ``stabilizer search | diagnose | report | show-space``.
+"""The command line: ``stabilizer search | diagnose | report | dashboard | show-space``.
 
 ``stabilizer search config.yaml`` reads a `RunConfig` (model factory, data, and a
 nested `SearchConfig`), checks everything it names before anything runs (the file,
@@ -279,6 +279,46 @@ class ReportCommand(Command):
         return 0
 
 
+class DashboardCommand(Command):
+    name = "dashboard"
+    help = "open a study in optuna-dashboard"
+    description = ("Serve optuna-dashboard on the study's storage (pip install "
+                   "'stabilizer[dashboard]'): every trial with its configuration, its score "
+                   "components as columns (user attributes stability_*) and your own "
+                   "configuration as the trial marked baseline=True. Ctrl-C stops it.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("study", metavar="STUDY", help="the study name")
+        parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
+                                              "<out>/<STUDY>.db that `search` makes)")
+        parser.add_argument("--out", default=SearchConfig().out_dir,
+                            help="folder of the study file (default: %(default)s)")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="address to serve on (default: %(default)s, this machine "
+                                 "only)")
+        parser.add_argument("--port", type=int, default=8080,
+                            help="port to serve on (default: %(default)s)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Serve optuna-dashboard on the study's storage until interrupted."""
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise StabilizerError("optuna-dashboard is not installed; expected it for "
+                                  "`stabilizer dashboard`: pip install 'stabilizer[dashboard]' "
+                                  "(or pip install optuna-dashboard)") from None
+        _quiet_optuna(1)
+        from stabilizer.search import open_existing_study
+        from stabilizer.search.optuna import open_storage
+
+        storage = args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
+        open_existing_study(args.study, storage)  # a missing storage or study answers here
+        print(f"optuna-dashboard on study {args.study!r}: http://{args.host}:{args.port}/ "
+              "(Ctrl-C stops it)", file=sys.stderr, flush=True)
+        optuna_dashboard.run_server(open_storage(storage), host=args.host, port=args.port)
+        return 0
+
+
 class ShowSpaceCommand(Command):
     name = "show-space"
     help = "print a search space, or list bundled ones"
@@ -380,7 +420,7 @@ def _quiet_optuna(verbose: int = 1) -> None:
 
 #: The subcommands, in the order `stabilizer --help` lists them.
 COMMANDS: tuple[Command, ...] = (SearchCommand(), DiagnoseCommand(), ReportCommand(),
-                                 ShowSpaceCommand())
+                                 DashboardCommand(), ShowSpaceCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

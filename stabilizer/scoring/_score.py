@@ -98,6 +98,18 @@ class ScoreComponents:
     def from_dict(cls, data: dict[str, Any]) -> ScoreComponents:
         return cls(**data)
 
+    def flat(self, prefix: str = "") -> dict[str, float | None]:
+        """The numeric components, one key each (`prefix` + name): flags as 0/1, a value
+        that is not finite as None. What a study stores per trial so that Optuna's own tools
+        (``trials_dataframe()``, optuna-dashboard) can sort and plot by each."""
+        flat: dict[str, float | None] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (bool, int, float)):
+                number = float(value)
+                flat[prefix + field.name] = number if math.isfinite(number) else None
+        return flat
+
     def penalties(self) -> dict[str, float]:
         values = {k: getattr(self, k) for k in WEIGHTS if k != "stuck"}
         values["stuck"] = float(self.stuck)

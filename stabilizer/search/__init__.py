@@ -27,7 +27,7 @@ from stabilizer.search._policy import (
     raise_if_interrupted,
 )
 from stabilizer.search._progress import ProgressBar, TrialCounts
-from stabilizer.search._results import load_result
+from stabilizer.search._results import load_result, open_existing_study
 from stabilizer.search._runner import PreparedSearch, make_driver, prepare_search, run_search
 from stabilizer.search._workers import (
     ObjectSource,
@@ -59,6 +59,7 @@ __all__ = [
     "clearly_worse",
     "load_result",
     "make_driver",
+    "open_existing_study",
     "prepare_search",
     "quiet_optuna",
     "raise_if_interrupted",

@@ -43,6 +43,11 @@ class BaseDriver(abc.ABC):
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._baseline = record
 
+    def add_baseline_trial(self, components: dict[str, Any], curves: list[Any]) -> None:
+        """Show the user's configuration among the trials of the store, for tools that read
+        the store alone (optuna-dashboard); a driver whose store has no room for it does
+        nothing. It never counts towards the budget and is never a trial record."""
+
     def load_attr(self, key: str) -> Any:
         """A JSON value stored next to the trials under `key` (None when absent)."""
         return (self._attrs or {}).get(key)

@@ -17,7 +17,7 @@ from stabilizer.search._ladder import choose_on_ladder, stored_rungs
 from stabilizer.search.optuna import journal_path, open_storage, records_from_study
 from stabilizer.space import load_space
 
-__all__ = ["load_result"]
+__all__ = ["load_result", "open_existing_study"]
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -25,6 +25,26 @@ def _sqlite_path(url: str) -> Path | None:
     if url.startswith(prefix) and ":memory:" not in url:
         return Path(url[len(prefix):].split("?", 1)[0])
     return None
+
+
+def open_existing_study(study_name: str, storage: str) -> optuna.Study:
+    """The study `study_name` in `storage`; a `ConfigError` when the storage or the study
+    does not exist (an SQLite or journal file is not created by looking)."""
+    label = mask_secrets(storage)
+    for kind, path in (("database", _sqlite_path(storage)), ("journal", journal_path(storage))):
+        if path is not None and not path.is_file():  # opening would create an empty one
+            raise ConfigError(f"storage={label!r}: {kind} file {str(path)!r} not found; "
+                              "expected the storage of an existing study (--storage URL)")
+    try:  # an RDB URL or a journal file
+        rdb = open_storage(storage)
+    except ConfigError as exc:
+        raise ConfigError(one_line(str(exc))) from None
+    try:
+        return optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage=rdb)
+        raise ConfigError(f"study {study_name!r} not found in {label}; it holds "
+                          f"{', '.join(map(repr, names)) or 'no studies'}") from None
 
 
 def load_result(study_name: str, storage: str) -> StabilityResult:
@@ -37,21 +57,7 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
     ``result.targets``, the training labels, when the best configuration sets
     ``output_bias: chance``).
     """
-    label = mask_secrets(storage)
-    for kind, path in (("database", _sqlite_path(storage)), ("journal", journal_path(storage))):
-        if path is not None and not path.is_file():  # opening would create an empty one
-            raise ConfigError(f"storage={label!r}: {kind} file {str(path)!r} not found; "
-                              "expected the storage of an existing study (--storage URL)")
-    try:  # an RDB URL or a journal file
-        rdb = open_storage(storage)
-    except ConfigError as exc:
-        raise ConfigError(one_line(str(exc))) from None
-    try:
-        study = optuna.load_study(study_name=study_name, storage=rdb)
-    except KeyError:
-        names = optuna.study.get_all_study_names(storage=rdb)
-        raise ConfigError(f"study {study_name!r} not found in {label}; it holds "
-                          f"{', '.join(map(repr, names)) or 'no studies'}") from None
+    study = open_existing_study(study_name, storage)
     attrs = study.user_attrs
     stored = attrs.get("baseline")
     if stored is None:
@@ -76,7 +82,7 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
         rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes
     result = StabilityResult(best=choice.best, baseline=compared, choice_note=choice.note,
                              trials=records, settings=settings, space_name=space,
-                             study_name=study_name, storage=label,
+                             study_name=study_name, storage=mask_secrets(storage),
                              space_notes=list(attrs.get("space_notes") or []),
                              horizon=horizon, rungs=rungs, ladder_notes=notes)
     if stored.get("diagnosis"):

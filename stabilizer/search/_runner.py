@@ -137,6 +137,7 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
+            driver.add_baseline_trial(baseline.components.to_dict(), baseline.curves)
             ladder = None
             if climb_ladder:
                 if len(prepared.horizon.rungs) > 1:

@@ -70,6 +70,16 @@ def test_result_holds_best_baseline_table_and_a_buildable_model(small_digits, qu
     unnamed = [{k: v for k, v in m.optimizer.get_config().items() if k != "name"}
                for m in (applied, model)]
     assert unnamed[0] == unnamed[1]  # the same rate, schedule and clipping
+    # Optuna's own tools see the score components as columns and your configuration as a trial
+    frame = optuna.load_study(study_name=result.study_name,
+                              storage=result.storage).trials_dataframe()
+    for column in ("score", "oscillation", "seed_spread", "final_val_loss", "diverged"):
+        assert f"user_attrs_stability_{column}" in frame.columns
+    baseline = frame[frame["user_attrs_baseline"] == True]  # noqa: E712 (a pandas mask)
+    assert len(baseline) == 1 and len(frame) == len(result.trials) + 1
+    assert baseline["value"].iloc[0] == pytest.approx(result.baseline.score)
+    assert baseline["number"].iloc[0] == len(result.trials)  # after the candidates
+    assert len(result.trials) == 3  # not a candidate, not counted in the budget
 
 
 def math_isfinite(value) -> bool:

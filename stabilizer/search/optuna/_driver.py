@@ -39,6 +39,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -61,7 +62,9 @@ from stabilizer.errors import (
     mask_secrets,
 )
 from stabilizer.result import TrialRecord
+from stabilizer.scoring import ScoreComponents
 from stabilizer.search._base import BaseDriver
+from stabilizer.search._choice import restore_nan
 from stabilizer.search._evaluator import Evaluator
 from stabilizer.search._policy import (
     PRUNE_MARGIN,
@@ -76,9 +79,29 @@ from stabilizer.space import SearchSpace
 __all__ = ["OptunaDriver", "StabilityPruner", "OptunaSuggester", "OptunaHyperParameters",
            "TrialSeededSampler", "open_study", "open_storage", "journal_path",
            "records_from_study", "record_from_trial", "infeasible_batch_sizes",
-           "fail_lost_trials", "this_worker"]
+           "fail_lost_trials", "this_worker", "is_baseline_trial", "COMPONENT_PREFIX",
+           "BASELINE_ATTR"]
 
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+#: Prefix of the flat numeric user attributes a trial stores, one per score component
+#: (``stability_oscillation``, ``stability_seed_spread``, ...): ``trials_dataframe()``
+#: columns ``user_attrs_stability_*``, sortable in optuna-dashboard.
+COMPONENT_PREFIX = "stability_"
+
+#: The user attribute that marks the trial holding the user's own configuration.
+BASELINE_ATTR = "baseline"
+
+
+def is_baseline_trial(trial: FrozenTrial) -> bool:
+    """True for the trial that shows the user's configuration (not a candidate)."""
+    return trial.user_attrs.get(BASELINE_ATTR) is True
+
+
+def _search_trials(study: optuna.Study, states: Any = None) -> list[FrozenTrial]:
+    """The study's candidate trials: the baseline's trial left out."""
+    return [t for t in study.get_trials(deepcopy=False, states=states)
+            if not is_baseline_trial(t)]
 #: Study user attribute prefix marking a batch size that ran out of memory.
 INFEASIBLE_PREFIX = "infeasible_batch_size:"
 #: A RUNNING trial with no worker recorded this long after it started is lost (journal).
@@ -464,6 +487,26 @@ class OptunaDriver(BaseDriver):
     def save_baseline(self, record: dict[str, Any]) -> None:
         self._study().set_user_attr("baseline", record)
 
+    def add_baseline_trial(self, components: dict[str, Any], curves: list[Any]) -> None:
+        """The user's configuration as a finished trial of the study (once), marked
+        ``baseline=True``, with no parameters, its score as the value and the components as
+        flat user attributes: optuna-dashboard and ``trials_dataframe()`` show it beside the
+        candidates. It is added after the candidates ran, so their numbers and the
+        sampler's draws stay what they were; it never counts towards the budget, and
+        `records` leaves it out (the baseline's record is the ``baseline`` study attribute)."""
+        study = self._study()
+        if any(is_baseline_trial(t) for t in study.get_trials(deepcopy=False)):
+            return
+        scored = ScoreComponents.from_dict(restore_nan(components))
+        attrs = {BASELINE_ATTR: True, "origin": "your configuration",
+                 "config": StabilityConfig().to_dict(), "components": components,
+                 "curves": curves, **scored.flat(COMPONENT_PREFIX)}
+        finite = math.isfinite(scored.score)
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if finite else TrialState.FAIL,
+            value=scored.score if finite else None, params={}, distributions={},
+            user_attrs=attrs))
+
     def has_history(self) -> bool:
         """Trials that ran (queued ones waiting to run do not count) or a stored baseline."""
         study = self._study()
@@ -501,7 +544,7 @@ class OptunaDriver(BaseDriver):
         while True:
             raise_if_interrupted()
             fail_lost_trials(study)
-            trials = study.get_trials(deepcopy=False)
+            trials = _search_trials(study)
             done = sum(t.state in _DONE for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             if done >= budget or self.out_of_time():
@@ -539,8 +582,7 @@ class OptunaDriver(BaseDriver):
     def _claims_surplus(self, trial: optuna.Trial) -> bool:
         """True when earlier trials (done or running) already take the whole budget."""
         now = time.time()
-        taken = [t for t in trial.study.get_trials(deepcopy=False, states=(*_DONE,
-                                                                             TrialState.RUNNING))
+        taken = [t for t in _search_trials(trial.study, states=(*_DONE, TrialState.RUNNING))
                  if t.number < trial.number and _lost_reason(t, False, now) is None]
         return len(taken) >= self.settings.trials
 
@@ -592,6 +634,8 @@ class OptunaDriver(BaseDriver):
             raise optuna.TrialPruned()
         assert evaluation.components is not None
         trial.set_user_attr("components", evaluation.components.to_dict())
+        for key, value in evaluation.components.flat(COMPONENT_PREFIX).items():
+            trial.set_user_attr(key, value)
         if self.settings.verbose >= 2:
             c = evaluation.components
             print(f"trial {trial.number}: score={c.score:.3f} {c.verdict} "
@@ -626,7 +670,7 @@ class _FailureCallback:
 def records_from_study(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study as a `TrialRecord` (surplus trials, which ran no probe, and
     queued trials that have not started, left out)."""
-    return [record_from_trial(t) for t in study.get_trials(deepcopy=False)
+    return [record_from_trial(t) for t in _search_trials(study)
             if "surplus" not in t.user_attrs and t.state != TrialState.WAITING]
 
 
