@@ -338,13 +338,48 @@ class StabilityResult:
         return plot_result(self)
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_cell(r[k]))}</td>" for k in _TABLE_COLUMNS)
-            + "</tr>" for r in self.table())
-        head = "".join(f"<th>{k}</th>" for k in _TABLE_COLUMNS)
-        summary = html.escape(self.summary()).replace("\n", "<br>")
-        return (f"<div><p><b>StabilityResult</b><br>{summary}</p>"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+        """A styled card for Jupyter: the summary, a compact figure (validation loss and
+        the optimization history) and the trials, the chosen one highlighted; it fits the
+        notebook's width (long rows scroll inside the card, never the page)."""
+        summary = html.escape(self.summary())
+        figure = ""
+        try:
+            from stabilizer.report import compact_figure, png
+
+            figure = (f"<img style='max-width:100%' alt='validation loss and optimization "
+                      f"history' src='data:image/png;base64,{png(compact_figure(self))}'>")
+        except ImportError:  # matplotlib is optional
+            pass
+        chosen = self.best.trial_number if self.improved else -1
+        return (f"<div style='{_CARD}'><b>StabilityResult</b>"
+                f"<pre style='{_PRE}'>{summary}</pre>{figure}"
+                f"{_html_table(self.table(), chosen)}</div>")
+
+
+#: Inline styles of the notebook display (a notebook keeps no stylesheet of ours).
+_CARD = ("font-family:sans-serif;font-size:13px;max-width:100%;border:1px solid #ddd;"
+         "border-radius:6px;padding:8px 12px")
+_PRE = "white-space:pre-wrap;word-break:break-word;background:#f7f7f7;padding:6px;margin:6px 0"
+_TABLE = "border-collapse:collapse;font-size:12px"
+_CELL = "border:1px solid #ddd;padding:2px 6px;text-align:right"
+_COMPACT_COLUMNS = ("number", "state", "score", "verdict", "final_val_loss", "oscillation",
+                    "seed_spread", "config")
+
+
+def _html_table(rows: list[dict[str, Any]], chosen: int | None = None) -> str:
+    """The compact trials table of the notebook display; `chosen`'s row highlighted."""
+    head = "".join(f"<th style='{_CELL}'>{k.replace('_', ' ')}</th>" for k in _COMPACT_COLUMNS)
+    body = []
+    for row in rows:
+        shade = "background:#e8f1fb;font-weight:bold;" if row["number"] == chosen else \
+            "background:#fbeeee;" if row["number"] == -1 else ""
+        cells = "".join(
+            f"<td style='{_CELL}{';text-align:left;white-space:normal' if k == 'config' else ''}"
+            f"'>{html.escape(_cell(row[k]))}</td>" for k in _COMPACT_COLUMNS)
+        body.append(f"<tr style='{shade}'>{cells}</tr>" if shade else f"<tr>{cells}</tr>")
+    return (f"<div style='max-width:100%;overflow-x:auto;max-height:24em;overflow-y:auto'>"
+            f"<table style='{_TABLE}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 class TrialTable(list[TrialRecord]):
@@ -358,7 +393,8 @@ class TrialTable(list[TrialRecord]):
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(_cell(r[k]))}</td>" for k in _TABLE_COLUMNS)
             + "</tr>" for r in self.rows())
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (f"<div style='max-width:100%;overflow-x:auto'><table><thead><tr>{head}</tr>"
+                f"</thead><tbody>{body}</tbody></table></div>")
 
 
 def _row(number: int, state: str, comps: dict[str, Any],
@@ -373,6 +409,8 @@ def _row(number: int, state: str, comps: dict[str, Any],
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, str):  # a config's description: its long numbers rounded
+        return re.sub(r"\d+\.\d{5,}(?:e[+-]?\d+)?", lambda m: f"{float(m.group()):.4g}", value)
     return "" if value is None else str(value)
 
 

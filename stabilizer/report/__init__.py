@@ -9,15 +9,19 @@ from stabilizer.report._html import html_report, summary_dict, write_report
 from stabilizer.report._plots import (
     MIN_TRIALS_FOR_IMPORTANCE,
     PLOTS,
+    compact_figure,
     figure,
     parameter_importance,
     plot_result,
+    png,
 )
 
 __all__ = [
     "MIN_TRIALS_FOR_IMPORTANCE",
     "PLOTS",
+    "compact_figure",
     "figure",
+    "png",
     "html_report",
     "parameter_importance",
     "plot_result",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,11 +94,15 @@ def _best_yaml(result: StabilityResult) -> str:
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 1200px; }
-pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85em; }
-td, th { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
-td:last-child { text-align: left; }
+pre { background: #f5f5f5; padding: 0.8em; white-space: pre-wrap; word-break: break-word; }
+table { border-collapse: collapse; font-size: 0.8em; max-width: 100%; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.4em; text-align: right; }
+th { white-space: normal; vertical-align: bottom; }
+td:last-child { text-align: left; white-space: normal; word-break: break-word; min-width: 16em; }
+tr.chosen td { background: #e8f1fb; font-weight: bold; }
+tr.baseline td { background: #fbeeee; }
 .note { color: #555; font-style: italic; }
+.versions { color: #555; font-size: 0.85em; }
 img { max-width: 100%; }
 """
 
@@ -110,6 +116,7 @@ def html_report(result: StabilityResult) -> str:
              f"<h1>Stability report: study {esc(repr(result.study_name))}</h1>",
              f"<p>storage {esc(result.storage)}, space {esc(result.space_name)}, "
              f"{len(result.trials)} trials</p>",
+             f"<p class='versions'>{esc(versions_line())}</p>",
              f"<h2>Summary</h2><pre>{esc(result.summary())}</pre>",
              f"<h2>Chosen configuration</h2><pre>{esc(_best_yaml(result))}</pre>",
              _space_html(result)]
@@ -180,18 +187,49 @@ def _last_line(text: str) -> str:
 
 
 def _table_html(result: StabilityResult) -> str:
+    """The trials, the baseline first; the chosen row highlighted, numbers rounded (in the
+    config text too), the config column wrapping so that the table fits the page."""
     rows = result.table()
     if not rows:
         return "<p class='note'>no trials</p>"
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values())
-                   + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    chosen = result.best.trial_number if result.improved else -1
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in rows[0])
+    body = []
+    for row in rows:
+        kind = "chosen" if row["number"] == chosen else \
+            "baseline" if row["number"] == -1 else ""
+        cells = "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values())
+        body.append(f"<tr class='{kind}'>{cells}</tr>" if kind else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_LONG_NUMBER = re.compile(r"\d+\.\d{5,}(?:e[+-]?\d+)?")
+
+
+def versions_line() -> str:
+    """'stabilizer 0.1.0, Keras 3.x (tensorflow 2.x), Optuna 4.x, Python 3.11.7 on Linux
+    x86_64, 2 CPUs': what made the report, for comparing two reports."""
+    import os
+    import platform
+
+    import keras
+    import optuna
+
+    from stabilizer import __version__
+
+    backend = keras.backend.backend()
+    module = sys.modules.get(backend)  # the backend Keras imported
+    backend_version = getattr(module, "__version__", "?")
+    return (f"stabilizer {__version__}, Keras {keras.__version__} ({backend} {backend_version}), "
+            f"Optuna {optuna.__version__}, Python {platform.python_version()} on "
+            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs")
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, str):
+        return _LONG_NUMBER.sub(lambda m: f"{float(m.group()):.4g}", value)
     return "" if value is None else str(value)
 
 

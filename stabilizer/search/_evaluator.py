@@ -55,6 +55,7 @@ def summarize_trace(trace: ProbeTrace) -> dict[str, Any]:
         if trace.steps_done else [],
         "layer_names": trace.layer_names,
         "val_loss": [_num(v) for v in trace.val_loss],
+        "initial_val_loss": _num(trace.initial_val_loss),
         "val_metrics": trace.val_metrics,
         "bn_stats": trace.bn_stats,
         "learning_rate": [_num(v) for v in trace.learning_rate],

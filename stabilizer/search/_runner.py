@@ -137,7 +137,8 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
-            driver.add_baseline_trial(baseline.components.to_dict(), baseline.curves)
+            if climb_ladder:  # the process that finishes the search, not each worker
+                driver.add_baseline_trial(baseline.components.to_dict(), baseline.curves)
             ladder = None
             if climb_ladder:
                 if len(prepared.horizon.rungs) > 1:

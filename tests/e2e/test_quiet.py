@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,17 @@ from pathlib import Path
 import pytest
 
 from stabilizer.probe import quiet_frameworks
+from stabilizer.quiet import filtered_stderr
 from stabilizer.result import TrialRecord
 from stabilizer.search import ProgressBar
 
 SCRIPT = """
 import logging, os, sys
 import numpy as np
+if sys.argv[3] == "keras-first":  # the user imports TensorFlow: its start-up lines are theirs
+    import keras
+    sys.stderr.write("MARK\\n")
+    sys.stderr.flush()
 from stabilizer import stabilize   # the package imports TensorFlow: its start-up lines are held
 import keras, optuna
 
@@ -37,11 +43,12 @@ print("restored", levels == after, "env", os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 """
 
 
-def _run(tmp_path: Path, verbose: int) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, verbose: int, first: str = "stabilizer"
+         ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_BACKEND"] = "tensorflow"
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / str(verbose)),
-                           str(verbose)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / f"{verbose}{first}"),
+                           str(verbose), first], capture_output=True, text=True, env=env,
                           timeout=600)
 
 
@@ -58,6 +65,28 @@ def test_a_three_trial_search_prints_nothing_at_verbose_0_and_a_bar_at_1(tmp_pat
     assert lines and all(line.startswith(("stabilizer", "diagnosing", "searching", "probing"))
                          for line in lines), bar.stderr
     assert "3/3" in bar.stderr and "best " in bar.stderr
+    # TensorFlow imported by the user first: its start-up lines are the user's, but the XLA
+    # lines of the first compiled probe step (C++, straight to the descriptor) are held
+    theirs = _run(tmp_path, 0, "keras-first")
+    assert theirs.returncode == 0, theirs.stderr
+    assert "I0000" in theirs.stderr.split("MARK")[0]  # their import's lines, left alone
+    assert theirs.stderr.split("MARK\n", 1)[1] == ""  # nothing from the search
+
+
+def test_the_stderr_filter_drops_the_frameworks_info_lines_only(capfd):
+    with filtered_stderr():
+        os.write(2, b"I0000 00:00:1796653802.03 1963 service.cc:153] XLA service 0x7f\n")
+        os.write(2, b"W0000 00:00:1796653802.03 a C++ warning\n")
+        os.write(2, b"\rsearching:  33%|###       | 1/3")  # a progress bar: no newline
+        os.write(2, b"\nWARNING: All log messages before absl::InitializeLog() is called\n")
+        with filtered_stderr():  # nested: the outer filter serves
+            os.write(2, b"I1207 12:00:00.000 1 port.cc:153] oneDNN custom operations\n")
+        os.write(2, b"Traceback (most recent call last): kept\n")
+    assert capfd.readouterr().err == ("W0000 00:00:1796653802.03 a C++ warning\n"
+                                      "\rsearching:  33%|###       | 1/3\n"
+                                      "Traceback (most recent call last): kept\n")
+    os.write(2, b"I0000 after the block: not ours to filter\n")
+    assert "I0000 after the block" in capfd.readouterr().err
 
 
 def test_framework_warnings_are_quiet_inside_the_block_and_back_after_it(caplog):

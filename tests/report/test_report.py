@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.lr_range import LRRangeResult
 from stabilizer.report import (
     MIN_TRIALS_FOR_IMPORTANCE,
     PLOTS,
@@ -90,12 +91,24 @@ def make_result(trials: list[TrialRecord], *, best_index: int | None = 1,
 
 @pytest.fixture
 def result() -> StabilityResult:
-    # Scores rise with the learning rate; one diverged, one pruned, one failed trial.
+    # Scores rise with the learning rate; one diverged, one pruned, one failed trial; enough
+    # completed ones (MIN_TRIALS_FOR_IMPORTANCE) for parameter importance.
     trials = [trial(0, 0.8, lr=1e-3), trial(1, 1.6, lr=8e-3, batch=64),
               trial(2, 1.1, lr=3e-3), trial(3, 1.3, lr=5e-3, batch=64),
               trial(4, DIVERGED_SCORE, lr=0.5, verdict="diverged"),
-              trial(5, None, state="PRUNED"), trial(6, None, state="FAIL")]
+              trial(5, None, state="PRUNED"), trial(6, None, state="FAIL"),
+              *[trial(7 + i, 1.0 + 0.05 * i, lr=float(lr), batch=32 * (1 + i % 2))
+                for i, lr in enumerate(np.geomspace(1e-3, 6e-3, 6))]]
     return make_result(trials)
+
+
+def lr_range_result(**changes) -> LRRangeResult:
+    rates = np.geomspace(1e-5, 10.0, 60)
+    losses = 2.3 - 0.5 * np.tanh(np.log10(rates) + 3) + np.where(rates > 1, rates, 0.0)
+    values = dict(learning_rates=rates, losses=losses, smoothed=losses, min_lr=1e-5, max_lr=10.0,
+                  steps=60, max_stable_lr=0.3, suggested_lr=0.03, blowup_lr=2.0,
+                  min_loss=float(losses.min()), reliable=True, user_lr=1.0)
+    return LRRangeResult(**{**values, **changes})
 
 
 def images(page: str) -> dict[str, bytes]:
@@ -111,16 +124,16 @@ def test_write_report_writes_the_four_files(result: StabilityResult, tmp_path: P
 
     with open(folder / "trials.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(r["number"]) for r in rows] == [-1, 0, 1, 2, 3, 4, 5, 6]
-    assert [r["state"] for r in rows][-2:] == ["PRUNED", "FAIL"]
+    assert [int(r["number"]) for r in rows] == list(range(-1, 13))
+    assert [r["state"] for r in rows][6:8] == ["PRUNED", "FAIL"]
     assert rows[5]["verdict"] == "diverged"
 
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["best"]["trial"] == 1
     assert summary["best"]["config"]["learning_rate"] == pytest.approx(8e-3)
     assert summary["improved"] is True
-    assert summary["trials"] == 7
-    assert summary["states"] == {"complete": 5, "pruned": 1, "failed": 1, "running": 0,
+    assert summary["trials"] == 13
+    assert summary["states"] == {"complete": 11, "pruned": 1, "failed": 1, "running": 0,
                                  "diverged": 1}
     assert summary["baseline"]["components"]["verdict"] == "unstable"
 
@@ -129,12 +142,16 @@ def test_report_html_embeds_every_plot_with_alt_text(result: StabilityResult,
                                                      tmp_path: Path) -> None:
     page = (write_report(result, tmp_path) / "report.html").read_text()
     found = images(page)
-    assert set(found) == {alt for _, alt in PLOTS.values()}
+    # every plot but the LR range test (this scripted search ran no diagnosis), which says so
+    assert set(found) == {alt for key, (_, alt) in PLOTS.items() if key != "lr_range"}
+    assert "No LR range test ran (the search ran without diagnosis)." in page
+    assert "Keras " in page and "Optuna " in page and " CPUs" in page  # versions, machine
+    assert "<tr class='chosen'>" in page and "<tr class='baseline'>" in page
     for png in found.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     assert "fANOVA importance" in page
     assert "trial 6: <code>ValueError: boom</code>" in page  # the failed trial's last line
-    assert page.count("<tr>") == 1 + 1 + 7  # header, baseline, trials
+    assert page.count("<tr") == 1 + 1 + 13  # header, baseline, trials
 
 
 def test_importance_needs_enough_completed_trials(tmp_path: Path) -> None:
@@ -161,7 +178,7 @@ def test_importance_finds_the_setting_that_drives_the_score() -> None:
 
 
 def test_importance_explains_when_nothing_varied() -> None:
-    same = [trial(i, 1.0 + i) for i in range(4)]  # one learning rate, one batch size
+    same = [trial(i, 1.0 + i) for i in range(MIN_TRIALS_FOR_IMPORTANCE)]  # one lr, one batch
     importances, note = parameter_importance(same)
     assert importances is None
     assert note == "No searched setting varied across the completed trials."
@@ -178,7 +195,7 @@ def test_kept_baseline_and_diverged_baseline_still_report(tmp_path: Path) -> Non
     assert summary["best"]["components"]["final_val_loss"] is None
     assert "the baseline (kept)" in (folder / "best.yaml").read_text()
     assert StabilityConfig.from_yaml(folder / "best.yaml") == StabilityConfig()
-    assert len(images((folder / "report.html").read_text())) == 3
+    assert len(images((folder / "report.html").read_text())) == 4  # loss, grads, history, scores
 
 
 def test_summary_masks_the_storage_password(result: StabilityResult) -> None:
@@ -191,8 +208,11 @@ def test_summary_masks_the_storage_password(result: StabilityResult) -> None:
 def test_plot_draws_every_panel_and_shows_in_jupyter(result: StabilityResult) -> None:
     fig = result.plot()
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(fig.axes) == 7
-    assert "gradient norm per layer: chosen (trial 1), seed 1" in titles
+    assert len(fig.axes) == 10
+    assert "chosen (trial 1): median of 2 seeds, band min-max" in titles
+    grads = [ax for ax in fig.axes if "median of" in ax.get_title()]
+    assert grads[0].get_ylim() == grads[1].get_ylim()  # one scale for both
+    assert "optimization history (11 completed)" in titles
     assert "parameter importance" in titles
     loss_ax = fig.axes[0]
     assert [line.get_label() for line in loss_ax.get_lines()][:1] == ["baseline"]
@@ -204,6 +224,52 @@ def test_plot_draws_every_panel_and_shows_in_jupyter(result: StabilityResult) ->
 def test_trials_render_as_a_table(result: StabilityResult) -> None:
     assert isinstance(result.trials, TrialTable)
     table = result.trials._repr_html_()
-    assert table.count("<tr>") == 1 + 7
+    assert table.count("<tr>") == 1 + 13
     assert "PRUNED" in table and "diverged" in table
     assert "StabilityResult" in result._repr_html_()
+
+
+def test_validation_curves_start_at_the_untrained_evaluation(result: StabilityResult) -> None:
+    for curve in result.baseline.curves:
+        curve["initial_val_loss"] = 2.5
+    fig, _ = figure(result, "loss")
+    val_ax = fig.axes[1]
+    first = val_ax.get_lines()[0]
+    assert list(first.get_xdata())[0] == 0 and list(first.get_ydata())[0] == 2.5
+    assert len(first.get_xdata()) == 1 + 2  # the untrained one and every evaluation
+    assert "(step 0: untrained)" in val_ax.get_title()
+
+
+def test_the_lr_range_test_is_plotted_with_its_rates_marked(result: StabilityResult) -> None:
+    from types import SimpleNamespace
+
+    result.diagnosis = SimpleNamespace(lr_range=lr_range_result())
+    fig, note = figure(result, "lr_range")
+    assert note == "" and fig is not None
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "your rate: 1" in labels and "largest stable: 0.3" in labels
+    assert "chosen: 0.008" in labels
+    assert ax.get_xscale() == "log"
+    ticks = [label.get_text() for label in ax.get_xticklabels()]
+    assert not any("times" in t or "^" in t for t in ticks)  # plain numbers, not 3x10^0
+
+
+def test_the_history_shows_the_best_so_far_and_the_durations(result: StabilityResult) -> None:
+    fig, _ = figure(result, "history")
+    score_ax, time_ax = fig.axes
+    best = [line for line in score_ax.get_lines() if line.get_label() == "best so far"][0]
+    assert list(best.get_ydata()) == sorted(best.get_ydata())  # never goes down
+    assert max(best.get_ydata()) == pytest.approx(1.6)
+    assert len(time_ax.patches) == 13  # every trial with a duration (pruned, failed too)
+
+
+def test_the_notebook_display_is_a_styled_card_with_a_figure(result: StabilityResult) -> None:
+    card = result._repr_html_()
+    assert card.startswith("<div style='") and "<b>StabilityResult</b>" in card
+    assert "data:image/png;base64," in card  # the compact figure
+    assert "background:#e8f1fb;font-weight:bold" in card  # the chosen row
+    assert "overflow-x:auto" in card and "white-space:pre-wrap" in card  # never overflows
+    table = card.split("<table", 1)[1]
+    assert "learning_rate=0.001431" in table  # np.geomspace's 0.0014309690811052555, rounded
+    assert not re.search(r"\d\.\d{7,}", table)

@@ -44,6 +44,7 @@ from stabilizer.search.optuna import (
     TrialSeededSampler,
     fail_lost_trials,
     infeasible_batch_sizes,
+    is_baseline_trial,
     open_storage,
     open_study,
     this_worker,
@@ -633,9 +634,10 @@ def test_workers_share_one_study_and_survive_a_killed_worker(small_digits, tmp_p
     assert "lost" in next(t.error for t in result.trials if t.number == killed[0])
     assert "RUNNING" not in states.values()
     assert sorted(finished) == sorted(states)  # each trial reported (and run) once
-    workers = {t.user_attrs["worker"]["pid"] for t in optuna.load_study(
-        study_name="stabilizer", storage=open_storage(storage)).trials}
+    trials = optuna.load_study(study_name="stabilizer", storage=open_storage(storage)).trials
+    workers = {t.user_attrs["worker"]["pid"] for t in trials if not is_baseline_trial(t)}
     assert len(workers) >= 2 and os.getpid() not in workers
+    assert sum(map(is_baseline_trial, trials)) == 1  # your configuration, shown once
     # `stabilizer report` reads the same journal file back.
     loaded = load_result("stabilizer", storage)
     assert {t.number: t.state for t in loaded.trials} == states
@@ -674,7 +676,8 @@ def test_cli_workers_option_runs_the_search_in_several_processes(tmp_path, capsy
     journal = out / "cli.log"  # several workers: the default storage is a journal file
     assert journal.is_file() and not (out / "cli.db").exists()
     study = optuna.load_study(study_name="cli", storage=open_storage(str(journal)))
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in study.trials
+                if t.state == TrialState.COMPLETE and not is_baseline_trial(t)]
     assert len(complete) == 3
     assert os.getpid() not in {t.user_attrs["worker"]["pid"] for t in complete}
     assert (out / "cli" / "report.html").is_file()
