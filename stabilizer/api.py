@@ -7,10 +7,10 @@ from typing import Any
 
 from stabilizer.config import SearchConfig
 from stabilizer.errors import ConfigError
+from stabilizer.progress import ProgressBar
 from stabilizer.result import StabilityResult, TrialRecord
 from stabilizer.search import (
     ObjectSource,
-    ProgressBar,
     WorkerSource,
     prepare_search,
     run_search,
@@ -55,7 +55,7 @@ def stabilize(build_fn: Callable[..., Any], data: Any, *,
         progress: called with each trial's `TrialRecord` as it finishes (the CLI's
             progress line, `stabilizer.cli.ProgressLine`); its ``phase(text)`` method,
             where it has one, with what the search does now. Default: a progress bar
-            (`stabilizer.search.ProgressBar`, tqdm) unless ``verbose=0``.
+            (`stabilizer.progress.ProgressBar`, tqdm) unless ``verbose=0``.
         workers: worker processes sharing the study (`stabilizer.search.run_workers`); with
             more than one and no `storage`, the study goes to a journal file
             ``<out_dir>/<study_name>.log``.

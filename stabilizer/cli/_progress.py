@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING
 
+from stabilizer.progress import TrialCounts
+
 if TYPE_CHECKING:
     from stabilizer.result import TrialRecord
 
@@ -56,30 +58,21 @@ class ProgressLine:
         self.quiet = quiet
         self.clock = clock
         self.started = clock()
-        self.done = self.diverged = self.pruned = self.failed = 0
-        self.best: float | None = None
+        self.counts = TrialCounts()
         self._session_seconds: list[float] = []
         self._live = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
         self._open = False
         for record in existing:
-            self._count(record)
+            self.counts.add(record)
 
-    def _count(self, record: TrialRecord) -> None:
-        if record.state in ("COMPLETE", "PRUNED"):
-            self.done += 1
-        if record.state == "PRUNED":
-            self.pruned += 1
-        elif record.state == "FAIL":
-            self.failed += 1
-        if record.verdict == "diverged":
-            self.diverged += 1
-        elif record.state == "COMPLETE" and record.score is not None \
-                and math.isfinite(record.score):
-            self.best = record.score if self.best is None else max(self.best, record.score)
+    @property
+    def done(self) -> int:
+        """Trials counted towards the budget (COMPLETE and PRUNED)."""
+        return self.counts.done
 
     def __call__(self, record: TrialRecord) -> None:
         """Count one finished trial and show the line."""
-        self._count(record)
+        self.counts.add(record)
         if record.seconds is not None and record.state != "RUNNING":
             self._session_seconds.append(record.seconds)
         self.show()
@@ -98,11 +91,9 @@ class ProgressLine:
         filled = int(_BAR_WIDTH * shown / self.budget) if self.budget else _BAR_WIDTH
         bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
         width = len(str(self.budget))
-        best = "n/a" if self.best is None else f"{self.best:.3f}"
         left = self.remaining_seconds()
         eta = f"~{format_duration(left)} left" if math.isfinite(left) else "? left"
-        return (f"[{self.done:>{width}}/{self.budget}] {bar} best {best} | diverged "
-                f"{self.diverged} | pruned {self.pruned} | failed {self.failed} | "
+        return (f"[{self.done:>{width}}/{self.budget}] {bar} {self.counts.postfix()} | "
                 f"{format_duration(self.clock() - self.started)} elapsed, {eta}")
 
     def note(self, text: str) -> None:

@@ -11,7 +11,6 @@ the runner that holds a whole search together, and the worker processes that sha
   do alike.
 - `run_workers` (`_workers.py`): several processes on one study.
 - `load_result` (`_results.py`): a search read back from its storage alone.
-- `ProgressBar`, `TrialCounts` (`_progress.py`): what a person sees while it runs.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from stabilizer.search._policy import (
     quiet_optuna,
     raise_if_interrupted,
 )
-from stabilizer.search._progress import ProgressBar, TrialCounts
 from stabilizer.search._results import load_result, open_existing_study
 from stabilizer.search._runner import PreparedSearch, make_driver, prepare_search, run_search
 from stabilizer.search._workers import (
@@ -49,9 +47,7 @@ __all__ = [
     "ObjectSource",
     "OptunaDriver",
     "PreparedSearch",
-    "ProgressBar",
     "RunConfigSource",
-    "TrialCounts",
     "WorkerSource",
     "catch_interrupts",
     "choose_best",

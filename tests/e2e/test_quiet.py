@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from stabilizer.probe import quiet_frameworks
+from stabilizer.progress import ProgressBar
 from stabilizer.quiet import filtered_stderr
 from stabilizer.result import TrialRecord
-from stabilizer.search import ProgressBar
 
 SCRIPT = """
 import logging, os, sys

@@ -6,7 +6,8 @@ is the `progress=` hook `stabilize()` uses when `SearchConfig.verbose` >= 1: a
 ``tqdm.auto`` bar (a widget in a notebook with ipywidgets, a text bar on stderr
 elsewhere) with those counts and the time left, its description following the search's
 phases (`run_search` calls ``progress.phase(text)`` where the hook has one). The CLI's
-line (`stabilizer.cli.ProgressLine`) counts the same way.
+line (`stabilizer.cli.ProgressLine`) counts with the same `TrialCounts`. Imports no
+framework (tqdm only when a bar opens), so the CLI can import it before Keras.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import math
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from stabilizer.result import TrialRecord
+if TYPE_CHECKING:
+    from stabilizer.result import TrialRecord
 
 __all__ = ["ProgressBar", "TrialCounts"]
 
