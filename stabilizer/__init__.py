@@ -26,6 +26,7 @@ _EXPORTS = {
                      "StabilizerError"), "stabilizer.errors"),
     **dict.fromkeys(("LRRangeResult", "lr_range_test"), "stabilizer.lr_range"),
     "StabilityResult": "stabilizer.result",
+    **dict.fromkeys(("monitor", "StabilityMonitor", "StabilityWarning"), "stabilizer.guard"),
     "ScoreComponents": "stabilizer.scoring",
     **dict.fromkeys(("SearchSpace", "load_space"), "stabilizer.space"),
 }
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         SearchInterrupted,
         StabilizerError,
     )
+    from stabilizer.guard import StabilityMonitor, StabilityWarning, monitor
     from stabilizer.lr_range import LRRangeResult, lr_range_test
     from stabilizer.result import StabilityResult
     from stabilizer.scoring import ScoreComponents
@@ -81,12 +83,15 @@ __all__ = [
     "SearchInterrupted",
     "SearchSpace",
     "StabilityConfig",
+    "StabilityMonitor",
     "StabilityResult",
+    "StabilityWarning",
     "StabilizerError",
     "__version__",
     "diagnose",
     "load_space",
     "lr_range_test",
+    "monitor",
     "quiet_imports",
     "stabilize",
 ]

@@ -26,6 +26,7 @@ from stabilizer.diagnosis._thresholds import (
     INIT_REPAIR_CODES,
     SEVERITIES,
     THRESHOLDS,
+    dimensions_for,
     resolve_thresholds,
 )
 from stabilizer.diagnosis.checks import Evidence, check_initializers, find
@@ -43,6 +44,7 @@ __all__ = [
     "Finding",
     "check_initializers",
     "check_output_offset",
+    "dimensions_for",
     "diagnose",
     "find",
     "gradient_stats",

@@ -192,6 +192,7 @@ __all__ = [
     "INIT_REPAIR_CODES",
     "SEVERITIES",
     "THRESHOLDS",
+    "dimensions_for",
     "resolve_thresholds",
 ]
 
@@ -285,6 +286,11 @@ _ORDER = list(_DIMENSIONS)
 
 def _dims(code: str) -> tuple[str, ...]:
     return tuple(d for d in _DIMENSIONS[code] if d in _DIMENSION_NAMES)
+
+
+def dimensions_for(code: str) -> tuple[str, ...]:
+    """The `StabilityConfig` fields that address finding `code`."""
+    return _dims(code)
 
 
 def resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
