@@ -183,8 +183,8 @@ class StabilityResult:
             return self.settings.train_steps or self.settings.probe_steps
         return self.horizon.steps_for(self.best_config.batch_size or self.settings.batch_size)
 
-    def fit_kwargs(self, *, epochs: int | None = None,
-                   steps_per_epoch: int | None = None) -> dict[str, Any]:
+    def fit_kwargs(self, *, epochs: int | None = None, steps_per_epoch: int | None = None,
+                   monitor: bool = False) -> dict[str, Any]:
         """Keyword arguments for your own ``model.fit`` on the model of `build_model()` or
         `apply()`: `batch_size`, `epochs`, `steps_per_epoch` and `callbacks`.
 
@@ -193,7 +193,9 @@ class StabilityResult:
         that runs (epochs x steps per epoch, as Keras counts them), so fitting longer or
         shorter than the search was told needs no other change, and carry the plateau
         schedule's ReduceLROnPlateau. No `batch_size` when the data fixes its own (a
-        PyDataset or a batched tf.data.Dataset): none was measured.
+        PyDataset or a batched tf.data.Dataset): none was measured. ``monitor=True`` adds
+        `stabilizer.monitor` with rescue, its gradient-norm history seeded with what the
+        chosen configuration's probes measured and its divergence rule the search's.
         """
         from stabilizer.apply import fit_arguments
 
@@ -203,6 +205,13 @@ class StabilityResult:
                                batch_size=self.settings.batch_size)
         if self.fixed_batch:
             kwargs.pop("batch_size", None)
+        if monitor:
+            from stabilizer.guard import monitor as make_monitor
+
+            norms = [v for curve in self.best.curves for v in curve.get("grad_norm") or []]
+            kwargs["callbacks"].append(make_monitor(
+                rescue=True, divergence_factor=self.settings.divergence_factor,
+                grad_norms=norms))
         return kwargs
 
     def apply(self, model: keras.Model, train_steps: int | None = None) -> keras.Model:

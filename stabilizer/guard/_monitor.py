@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ class StabilityWarning(UserWarning):
 def monitor(model: keras.Model | None = None, *, every: int = 50, rescue: bool = False,
             max_rescues: int = 3, divergence_factor: float = 10.0,
             clip_percentile: float = 90.0, log_dir: str | Path | None = None,
-            thresholds: dict[str, float] | None = None) -> StabilityMonitor:
+            thresholds: dict[str, float] | None = None,
+            grad_norms: Sequence[float] = ()) -> StabilityMonitor:
     """A Keras callback that watches your `fit` with the probes' telemetry (and rescues it).
 
     Args:
@@ -70,13 +72,16 @@ def monitor(model: keras.Model | None = None, *, every: int = 50, rescue: bool =
         log_dir: where `monitor.csv` (one row per window) and `monitor.json` (findings,
             rescues) are written when the fit ends.
         thresholds: overrides of `stabilizer.diagnosis.THRESHOLDS`.
+        grad_norms: gradient norms measured before (a search's probes of this
+            configuration: ``result.fit_kwargs(monitor=True)``): the history that spikes
+            and the rescue's clipping are measured against until the fit has its own.
 
     Use: ``model.fit(x, y, callbacks=[stabilizer.monitor(rescue=True)])``.
     """
     callback = StabilityMonitor(every=every, rescue=rescue, max_rescues=max_rescues,
                                 divergence_factor=divergence_factor,
                                 clip_percentile=clip_percentile, log_dir=log_dir,
-                                thresholds=thresholds)
+                                thresholds=thresholds, grad_norms=grad_norms)
     if model is not None:
         callback.set_model(model)
     return callback
@@ -94,7 +99,8 @@ class StabilityMonitor(keras.callbacks.Callback):
     def __init__(self, *, every: int = 50, rescue: bool = False, max_rescues: int = 3,
                  divergence_factor: float = 10.0, clip_percentile: float = 90.0,
                  log_dir: str | Path | None = None,
-                 thresholds: dict[str, float] | None = None) -> None:
+                 thresholds: dict[str, float] | None = None,
+                 grad_norms: Sequence[float] = ()) -> None:
         super().__init__()
         self.every = _positive_int("every", every)
         self.max_rescues = _positive_int("max_rescues", max_rescues)
@@ -120,7 +126,10 @@ class StabilityMonitor(keras.callbacks.Callback):
         self.windows: list[dict[str, Any]] = []
         self.step = 0
         self._warned: set[str] = set()
-        self._grad_norms: list[float] = []
+        self._grad_norms: list[float] = [float(v) for v in grad_norms
+                                         if v is not None and math.isfinite(float(v))]
+        #: how many of the recorded gradient norms came from before the fit
+        self.prior_norms = len(self._grad_norms)
         self._losses: list[float] = []
         self._window_losses: list[float] = []
         self._mean: tuple[int, float] = (0, 0.0)

@@ -22,6 +22,7 @@ from stabilizer import (
     SearchAbortedError,
     SearchConfig,
     StabilityConfig,
+    StabilityMonitor,
     StabilityResult,
     stabilize,
 )
@@ -70,6 +71,12 @@ def test_result_holds_best_baseline_table_and_a_buildable_model(small_digits, qu
     unnamed = [{k: v for k, v in m.optimizer.get_config().items() if k != "name"}
                for m in (applied, model)]
     assert unnamed[0] == unnamed[1]  # the same rate, schedule and clipping
+    guarded = result.fit_kwargs(monitor=True)
+    guard = guarded["callbacks"][-1]
+    assert isinstance(guard, StabilityMonitor) and guard.rescue
+    assert guard.prior_norms > 0  # the probes' gradient norms passed on
+    applied.fit(x, y, epochs=1, verbose=0, **guarded)
+    assert guard.step > 0 and guard.windows
     # Optuna's own tools see the score components as columns and your configuration as a trial
     frame = optuna.load_study(study_name=result.study_name,
                               storage=result.storage).trials_dataframe()
