@@ -18,7 +18,8 @@ diagnosis's thresholds (`stabilizer.diagnosis.THRESHOLDS`):
 
 Each finding is a `Finding` (as `diagnose()` reports it), kept in `findings` and issued
 as a `StabilityWarning` once per code. The per-step loss is recovered from Keras' running
-mean in the batch logs.
+mean in the batch logs. With `log_dir`: CSV and JSON at the end of the fit, and TensorBoard
+scalars per window where the `tensorboard` package is installed.
 
 ``rescue=True``: when the loss is NaN/Inf or above ``divergence_factor`` times the median
 of the recent steps, the weights and the optimizer state saved at the last healthy window
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +72,9 @@ def monitor(model: keras.Model | None = None, *, every: int = 50, rescue: bool =
         clip_percentile: the global-norm clipping a rescue sets, as a percentile of the
             gradient norms recorded so far.
         log_dir: where `monitor.csv` (one row per window) and `monitor.json` (findings,
-            rescues) are written when the fit ends.
+            rescues) are written when the fit ends, and, where the `tensorboard` package is
+            installed, TensorBoard scalars as each window is read (``monitor/...``: the
+            loss, the global gradient norm, each layer's gradient norm, findings, rescues).
         thresholds: overrides of `stabilizer.diagnosis.THRESHOLDS`.
         grad_norms: gradient norms measured before (a search's probes of this
             configuration: ``result.fit_kwargs(monitor=True)``): the history that spikes
@@ -135,6 +139,7 @@ class StabilityMonitor(keras.callbacks.Callback):
         self._mean: tuple[int, float] = (0, 0.0)
         self._saved: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         self._names: list[str] = []
+        self._board: Any = None
 
     # -- the optimizer ------------------------------------------------------------------
     def _instrument(self) -> None:
@@ -193,6 +198,37 @@ class StabilityMonitor(keras.callbacks.Callback):
             self._check_window()
         if self.log_dir is not None:
             self.write(self.log_dir)
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+    # -- TensorBoard ------------------------------------------------------------------------
+    def _scalars(self, window: dict[str, Any], layers: dict[str, float]) -> None:
+        """One event per window in `log_dir`, through the `tensorboard` package's own
+        event writer (no TensorFlow needed); nothing where it is not installed."""
+        if self.log_dir is None:
+            return
+        try:
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.compat.proto.summary_pb2 import Summary
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            return
+        if self._board is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._board = EventFileWriter(str(self.log_dir))
+        values = {"monitor/loss_median": window["loss_median"],
+                  "monitor/grad_norm_median": window["grad_norm_median"],
+                  "monitor/grad_norm_max": window["grad_norm_max"],
+                  "monitor/findings": float(len(window["findings"])),
+                  "monitor/rescues": float(len(self.history)),
+                  **{f"monitor/layer_grad_norm/{name}": value
+                     for name, value in layers.items()}}
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
+                                 for tag, v in values.items()
+                                 if v is not None and math.isfinite(float(v))])
+        self._board.add_event(Event(wall_time=time.time(), step=self.step, summary=summary))
+        self._board.flush()
 
     # -- the loss -------------------------------------------------------------------------
     def _step_loss(self, running: Any) -> float | None:
@@ -235,12 +271,17 @@ class StabilityMonitor(keras.callbacks.Callback):
             found = self._gradient_findings(norms, layers, nonfinite)
             found += self._loss_findings(losses)
         finite = norms[np.isfinite(norms)]
-        self.windows.append({
+        window = {
             "step": self.step, "steps": int(len(norms)),
             "loss_median": _num(np.median(losses)) if losses.size else None,
             "grad_norm_median": _num(np.median(finite)) if finite.size else None,
             "grad_norm_max": _num(finite.max()) if finite.size else None,
-            "nonfinite": nonfinite, "findings": [f.code for f in found]})
+            "nonfinite": nonfinite, "findings": [f.code for f in found]}
+        self.windows.append(window)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            layer_medians = np.nanmedian(layers, axis=0) if layers.shape[0] else []
+        self._scalars(window, dict(zip(self._names, layer_medians)))
         self._grad_norms.extend(float(v) for v in finite)
         for finding in found:
             self._report(finding)

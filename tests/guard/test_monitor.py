@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -90,6 +91,15 @@ def test_a_healthy_fit_is_unchanged_and_silent(tmp_path):
     record = json.loads((tmp_path / "monitor.json").read_text())
     assert record["steps"] == 96 and len(record["layers"]) == 3
     assert (tmp_path / "monitor.csv").read_text().startswith("step,steps,loss_median")
+    if importlib.util.find_spec("tensorboard") is not None:  # scalars TensorBoard reads
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert "monitor/grad_norm_median" in tags and "monitor/loss_median" in tags
+        assert len([t for t in tags if t.startswith("monitor/layer_grad_norm/")]) == 3
+        assert [e.step for e in events.Scalars("monitor/grad_norm_median")][-1] == 96
 
 
 def test_a_nan_gradient_is_an_error_finding_with_its_evidence():
