@@ -259,11 +259,7 @@ class ReportCommand(Command):
     description = "Rebuild <out>/<STUDY>/ from the study's storage alone."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("study", metavar="STUDY", help="the study name")
-        parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
-                                              "<out>/<STUDY>.db that `search` makes)")
-        parser.add_argument("--out", default=SearchConfig().out_dir,
-                            help="folder of the report (default: %(default)s)")
+        _study_options(parser, "folder of the report")
         _output_options(parser, "print only the report path")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -272,8 +268,7 @@ class ReportCommand(Command):
         from stabilizer.report import write_report
         from stabilizer.search import load_result
 
-        storage = args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
-        result = load_result(args.study, storage)
+        result = load_result(args.study, _study_storage(args))
         folder = write_report(result, Path(args.out) / args.study)
         _print_result(result, folder, args.format, args.quiet)
         return 0
@@ -288,11 +283,7 @@ class DashboardCommand(Command):
                    "configuration as the trial marked baseline=True. Ctrl-C stops it.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("study", metavar="STUDY", help="the study name")
-        parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
-                                              "<out>/<STUDY>.db that `search` makes)")
-        parser.add_argument("--out", default=SearchConfig().out_dir,
-                            help="folder of the study file (default: %(default)s)")
+        _study_options(parser, "folder of the study file")
         parser.add_argument("--host", default="127.0.0.1",
                             help="address to serve on (default: %(default)s, this machine "
                                  "only)")
@@ -311,7 +302,7 @@ class DashboardCommand(Command):
         from stabilizer.search import open_existing_study
         from stabilizer.search.optuna import open_storage
 
-        storage = args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
+        storage = _study_storage(args)
         open_existing_study(args.study, storage)  # a missing storage or study answers here
         print(f"optuna-dashboard on study {args.study!r}: http://{args.host}:{args.port}/ "
               "(Ctrl-C stops it)", file=sys.stderr, flush=True)
@@ -349,6 +340,19 @@ class ShowSpaceCommand(Command):
         print(f"# searched: {', '.join(space.searched()) or 'nothing (all fixed)'}")
         print(yaml.safe_dump(space.to_dict(), sort_keys=False), end="")
         return 0
+
+
+def _study_options(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """STUDY, --storage and --out: where an existing study is (`report`, `dashboard`)."""
+    parser.add_argument("study", metavar="STUDY", help="the study name")
+    parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file "
+                                          "<out>/<STUDY>.db that `search` makes)")
+    parser.add_argument("--out", default=SearchConfig().out_dir,
+                        help=f"{out_help} (default: %(default)s)")
+
+
+def _study_storage(args: argparse.Namespace) -> str:
+    return args.storage or f"sqlite:///{Path(args.out) / f'{args.study}.db'}"
 
 
 def _probe_options(parser: argparse.ArgumentParser) -> None:
