@@ -79,7 +79,7 @@ def _unknown_keys(cls: type, data: Mapping[str, Any], hint: str = "") -> list[st
             for key in sorted(set(data) - known, key=str)]
 
 
-def field_problems(cls: type, data: Mapping[str, Any]) -> list[str]:
+def _field_problems(cls: type, data: Mapping[str, Any]) -> list[str]:
     """Every problem of the known fields in `data`, not the first one alone.
 
     Each field is checked on its own; a field that fails alone only for want of another
@@ -116,7 +116,7 @@ def field_problems(cls: type, data: Mapping[str, Any]) -> list[str]:
     return list(bad.values()) + between or [first]
 
 
-def problems_error(where: str, problems: list[str]) -> ConfigError:
+def _problems_error(where: str, problems: list[str]) -> ConfigError:
     """One `ConfigError` for the problems of `where`: its message counts them and names
     each on its own line (`ConfigError.problems` holds them)."""
     if len(problems) == 1:
@@ -198,9 +198,9 @@ class _YamlMixin:
         where = where or cls.__name__
         _check_keys(cls, data, where)
         unknown = _unknown_keys(cls, data)
-        problems = field_problems(cls, data)
+        problems = _field_problems(cls, data)
         if len(unknown) + len(problems) > 1 or unknown:
-            raise problems_error(where, unknown + problems)
+            raise _problems_error(where, unknown + problems)
         if problems:  # one problem: its message names the field
             raise ConfigError(problems[0], problems)
         return cls(**dict(data))
@@ -574,9 +574,9 @@ class RunConfig(_YamlMixin):
                             f"{type(search).__name__}")
         elif isinstance(search, Mapping):
             problems += [f"search: {p}" for p in _unknown_keys(SearchConfig, search)]
-            problems += [f"search.{p}" for p in field_problems(SearchConfig, search)]
+            problems += [f"search.{p}" for p in _field_problems(SearchConfig, search)]
         if problems:
-            raise problems_error(where, problems)
+            raise _problems_error(where, problems)
         return cls(model=data["model"], data=data["data"], search=search)
 
     @classmethod

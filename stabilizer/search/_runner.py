@@ -137,10 +137,9 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
             else:
                 records = driver.run(evaluator)
             raise_if_interrupted()
+            ladder = None
             if climb_ladder:  # the process that finishes the search, not each worker
                 driver.add_baseline_trial(baseline.components.to_dict(), baseline.curves)
-            ladder = None
-            if climb_ladder:
                 if len(prepared.horizon.rungs) > 1:
                     _phase(progress, "probing the best longer")
                 driver.save_attr("horizon", prepared.horizon.to_dict())
