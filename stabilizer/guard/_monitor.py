@@ -148,15 +148,19 @@ class StabilityMonitor(keras.callbacks.Callback):
         if user is None:
             raise ConfigError("monitor: the model is not compiled; expected a compiled "
                               "keras.Model (model.compile(...) before fit)")
-        if hasattr(user, "stab_stats") or getattr(user, "_stab_monitor", False):
-            return
-        cls = instrumented_optimizer_class(type(user))
-        optimizer = cls.from_config(user.get_config())
+        if getattr(user, "_stab_monitor", None) is self:
+            return  # this monitor's own optimizer: a second fit
+        user_class = type(user)
+        if hasattr(user, "stab_stats"):  # instrumented before (another monitor, a probe)
+            user_class = next(c for c in user_class.__mro__[1:]
+                              if not c.__name__.startswith(("Instrumented", "_Telemetry")))
+        optimizer = instrumented_optimizer_class(user_class).from_config(user.get_config())
         optimizer.stab_capacity = self.every
-        optimizer._stab_monitor = True
+        optimizer._stab_monitor = self
         if getattr(user, "built", False):
             optimizer.build(model.trainable_variables)
-            for target, value in zip(optimizer.variables, user.variables):
+            state = [v for v in user.variables if not v.name.startswith("stab_")]
+            for target, value in zip(optimizer.variables, state):
                 target.assign(value)
         model.optimizer = optimizer
         model.make_train_function(force=True)

@@ -142,3 +142,15 @@ def test_the_rescue_works_on_the_other_backends(backend):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == backend and out["rescues"] >= 1
+
+
+def test_a_second_monitor_on_the_same_model_reads_its_own_windows():
+    model = mlp(0.005)
+    first = stabilizer.monitor(every=8)
+    fit(model, [first], epochs=1)
+    second = stabilizer.monitor(every=4)
+    x, y = data()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[second])
+    assert type(model.optimizer).__name__ == "InstrumentedSGD"  # not instrumented twice
+    assert [w["steps"] for w in second.windows] == [4] * 4
+    assert model.optimizer.stab_stats.shape[0] == 4
