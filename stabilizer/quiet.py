@@ -35,7 +35,19 @@ _active = threading.local()
 
 
 def _pump(source: int, target: int) -> None:
-    pending = b""
+    """Forward what arrives on `source` to `target`, less `NOISE` lines, until every writer
+    has closed the pipe. It never stops reading first (a writer would then block or fail):
+    if `target` fails, the rest is drained and dropped."""
+    pending, alive = b"", True
+
+    def forward(data: bytes) -> None:
+        nonlocal alive
+        if alive and data:
+            try:
+                os.write(target, data)
+            except OSError:  # the original stderr went away: drain, forward nothing
+                alive = False
+
     try:
         while True:
             chunk = os.read(source, 65536)
@@ -46,12 +58,9 @@ def _pump(source: int, target: int) -> None:
             kept = b"".join(line + b"\n" for line in lines if not NOISE.match(line))
             if pending and not pending.startswith(_MAYBE_NOISE):
                 kept, pending = kept + pending, b""
-            if kept:
-                os.write(target, kept)
+            forward(kept)
         if pending and not NOISE.match(pending):
-            os.write(target, pending)
-    except OSError:  # the original stderr went away: nothing left to forward to
-        pass
+            forward(pending)
     finally:
         os.close(source)
         os.close(target)
