@@ -16,7 +16,9 @@ import keras
 
 from stabilizer.apply import (
     ConfiguredModel,
+    apply_to_model,
     build_configured_model,
+    fit_arguments,
     replay_hyperparameters,
     resolve_build_fn,
 )
@@ -197,8 +199,6 @@ class StabilityResult:
         `stabilizer.monitor` with rescue, its gradient-norm history seeded with what the
         chosen configuration's probes measured and its divergence rule the search's.
         """
-        from stabilizer.apply import fit_arguments
-
         if epochs is None and self.horizon is not None:
             epochs = self.horizon.epochs
         kwargs = fit_arguments(self.best_config, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -223,8 +223,6 @@ class StabilityResult:
         Functional models are cloned with their weights; a subclassed one is changed in
         place. Needs `targets` for ``output_bias="chance"`` (set by `stabilize()`).
         """
-        from stabilizer.apply import apply_to_model
-
         return apply_to_model(model, self.best_config, train_steps=train_steps or
                               self.train_steps, settings=self.settings, targets=self.targets)
 

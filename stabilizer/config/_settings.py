@@ -68,7 +68,7 @@ def _field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+def _check_mapping(data: Mapping[str, Any], where: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
 
@@ -196,7 +196,7 @@ class _YamlMixin:
     def from_dict(cls: type[_T], data: Mapping[str, Any], where: str | None = None) -> _T:
         """From a mapping; every unknown key and bad value is reported, each by name."""
         where = where or cls.__name__
-        _check_keys(cls, data, where)
+        _check_mapping(data, where)
         unknown = _unknown_keys(cls, data)
         problems = _field_problems(cls, data)
         if len(unknown) + len(problems) > 1 or unknown:
