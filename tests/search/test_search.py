@@ -26,6 +26,7 @@ from stabilizer import (
     StabilityResult,
     stabilize,
 )
+from stabilizer.search.optuna import is_baseline_trial
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -185,14 +186,16 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(small_digits, t
             study = optuna.load_study(study_name="killed", storage=storage)
         except KeyError:
             continue
-        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        done = [t for t in study.trials
+                if t.state.name == "COMPLETE" and not is_baseline_trial(t)]
         if len(done) >= 2:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(done) >= 2, "the search did not finish two trials in time"
     before = {t.number: t.value for t in optuna.load_study(
-        study_name="killed", storage=storage).trials if t.state.name == "COMPLETE"}
+        study_name="killed", storage=storage).trials
+        if t.state.name == "COMPLETE" and not is_baseline_trial(t)}  # the candidates
 
     result = stabilize(scenarios.healthy_mlp, small_digits, space="quick", budget=6, seeds=1,
                        probe_steps=40, evaluations=2, storage=storage, study_name="killed",
