@@ -59,15 +59,15 @@ def apply_to_model(model: keras.Model, config: StabilityConfig, *,
 
 
 def fit_arguments(config: StabilityConfig, *, batch_size: int | None = None,
-                  epochs: int | None = None, steps_per_epoch: int | None = None,
-                  learning_rate: float | None = None) -> dict[str, Any]:
+                  epochs: int | None = None, steps_per_epoch: int | None = None
+                  ) -> dict[str, Any]:
     """The keyword arguments of your `model.fit` for `config`.
 
     `batch_size` (the configuration's, else the one given; left out when neither is:
     data that batches itself), `epochs` and `steps_per_epoch` as given, and `callbacks`:
     `ScheduleSpan` for a decaying schedule (it spans the fit that runs: epochs x steps
-    per epoch), ReduceLROnPlateau for the plateau schedule (down to a hundredth of
-    `learning_rate`, else of the rate the fit starts with).
+    per epoch), ReduceLROnPlateau for the plateau schedule (down to a hundredth of the
+    configuration's rate, else of the rate the fit starts with).
     """
     kwargs: dict[str, Any] = {}
     chosen = config.batch_size or batch_size
@@ -80,7 +80,7 @@ def fit_arguments(config: StabilityConfig, *, batch_size: int | None = None,
     callbacks: list[keras.callbacks.Callback] = []
     if config.lr_schedule in DECAYING_SCHEDULES:
         callbacks.append(ScheduleSpan())
-    plateau = plateau_callback(config, config.learning_rate or learning_rate)
+    plateau = plateau_callback(config, config.learning_rate)
     if plateau is not None:
         callbacks.append(plateau)
     kwargs["callbacks"] = callbacks
