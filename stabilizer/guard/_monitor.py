@@ -272,7 +272,8 @@ class StabilityMonitor(keras.callbacks.Callback):
         self._window_losses = []
         with warnings.catch_warnings(), np.errstate(all="ignore"):  # NaN rows are evidence
             warnings.simplefilter("ignore", RuntimeWarning)
-            found = self._gradient_findings(norms, layers, nonfinite)
+            medians = np.nanmedian(layers, axis=0) if layers.shape[0] else np.zeros(0)
+            found = self._gradient_findings(norms, medians, nonfinite)
             found += self._loss_findings(losses)
         finite = norms[np.isfinite(norms)]
         window = {
@@ -282,10 +283,7 @@ class StabilityMonitor(keras.callbacks.Callback):
             "grad_norm_max": _num(finite.max()) if finite.size else None,
             "nonfinite": nonfinite, "findings": [f.code for f in found]}
         self.windows.append(window)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            layer_medians = np.nanmedian(layers, axis=0) if layers.shape[0] else []
-        self._scalars(window, dict(zip(self._names, layer_medians)))
+        self._scalars(window, dict(zip(self._names, medians)))
         self._grad_norms.extend(float(v) for v in finite)
         for finding in found:
             self._report(finding)
@@ -293,8 +291,9 @@ class StabilityMonitor(keras.callbacks.Callback):
         if healthy:
             self._save()
 
-    def _gradient_findings(self, norms: np.ndarray, layers: np.ndarray,
+    def _gradient_findings(self, norms: np.ndarray, medians: np.ndarray,
                            nonfinite: bool) -> list[Finding]:
+        """`norms`: the window's global gradient norms; `medians`: each layer's median."""
         th, found = self.th, []
         keys = ("explode_factor", "explode_spikes")
         if nonfinite:
@@ -315,8 +314,7 @@ class StabilityMonitor(keras.callbacks.Callback):
                 {"spikes": spikes, "max_norm": _num(np.nanmax(norms))}, keys,
                 f"{spikes} steps with a global gradient norm above "
                 f"{th['explode_factor']:g}x the median of the preceding steps"))
-        if layers.shape[0] and layers.shape[1] > 1:
-            medians = np.nanmedian(layers, axis=0)
+        if len(medians) > 1:
             output = medians[-1]
             if np.isfinite(output) and output > 0:
                 ratios = medians / output
