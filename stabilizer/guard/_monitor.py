@@ -3,9 +3,9 @@
 The callback swaps the compiled model's optimizer for the instrumented subclass of its own
 class (`stabilizer.telemetry.instrumented_optimizer_class`, as the probes do), keeping its
 state. The optimizer records, on the device, every step's global and per-layer gradient
-norms, per-layer update/weight ratios and whether a gradient was NaN/Inf; every `every`
-steps the callback reads that window back in one transfer and checks it with the
-diagnosis's thresholds (`stabilizer.diagnosis.THRESHOLDS`):
+norms and whether a gradient was NaN/Inf; every `every` steps the callback reads that
+window back in one transfer and checks it with the diagnosis's thresholds
+(`stabilizer.diagnosis.THRESHOLDS`):
 
 - ``exploding_gradients``: a NaN/Inf gradient (error), or at least ``explode_spikes``
   steps whose global norm is more than ``explode_factor`` times the median of the
@@ -17,16 +17,26 @@ diagnosis's thresholds (`stabilizer.diagnosis.THRESHOLDS`):
   log loss) above it (warning).
 
 Each finding is a `Finding` (as `diagnose()` reports it), kept in `findings` and issued
-as a `StabilityWarning` once per code. The per-step loss is recovered from Keras' running
-mean in the batch logs. With `log_dir`: CSV and JSON at the end of the fit, and TensorBoard
-scalars per window where the `tensorboard` package is installed.
+as a `StabilityWarning` once per code. Each step's loss is recorded on the device too
+(`stabilizer.telemetry.StepLosses`, fed from the model's `compute_loss`) and read with
+the window: in between, the callback only counts steps (`on_train_batch_begin`), so Keras
+keeps dispatching its batch-end callbacks asynchronously. Each layer's update/weight
+ratio is measured per window on the host, from the weights kept for the rescue
+(``||W_now - W_start|| / ||W_start||`` over the window, `windows[i]["layer_update_ratio"]`):
+the probes' per-step ratios cost a weight copy per variable and step, which a long fit
+should not pay; BatchNormalization's moving statistics are read with them. With
+`log_dir`: CSV and JSON at the end of the fit, and TensorBoard scalars per window where
+the `tensorboard` package is installed.
 
-``rescue=True``: when the loss is NaN/Inf or above ``divergence_factor`` times the median
-of the recent steps, the weights and the optimizer state saved at the last healthy window
-are restored and the smallest repair the evidence calls for is applied: global-norm
-clipping at the 90th percentile of the recorded gradient norms, then, at the next
-divergence, a learning rate 0.3x lower. Each action (with its evidence) is in `history`;
-after `max_rescues` the fit stops with a message. A healthy run is never changed.
+``rescue=True``: when a step's loss in the window is NaN/Inf or above ``divergence_factor``
+times the median of the steps before it, the weights and the optimizer state saved at the
+last healthy window are restored and the smallest repair the evidence calls for is
+applied: where the diverging step used a higher learning rate than the last healthy
+window's last step (a callback raised it; a schedule's rate cannot be set), that rate
+again; otherwise global-norm clipping at the 90th percentile of the recorded gradient
+norms, then, at the next divergence, a learning rate 0.3x lower. Each action (with its
+evidence) is in `history`; after `max_rescues` the fit stops with a message, the model
+holding the last healthy window's weights. A healthy run is never changed.
 """
 
 from __future__ import annotations
@@ -44,7 +54,14 @@ import numpy as np
 
 from stabilizer.diagnosis import THRESHOLDS, Finding, dimensions_for
 from stabilizer.errors import ConfigError
-from stabilizer.telemetry import instrumented_optimizer_class
+from stabilizer.telemetry import (
+    StepLosses,
+    attach_loss_recorder,
+    bn_statistics,
+    host_array,
+    instrumented_optimizer_class,
+    layer_groups,
+)
 
 __all__ = ["StabilityMonitor", "StabilityWarning", "monitor"]
 
@@ -74,7 +91,8 @@ def monitor(model: keras.Model | None = None, *, every: int = 50, rescue: bool =
         log_dir: where `monitor.csv` (one row per window) and `monitor.json` (findings,
             rescues) are written when the fit ends, and, where the `tensorboard` package is
             installed, TensorBoard scalars as each window is read (``monitor/...``: the
-            loss, the global gradient norm, each layer's gradient norm, findings, rescues).
+            loss, the global gradient norm, each layer's gradient norm and update/weight
+            ratio over the window, findings, rescues).
         thresholds: overrides of `stabilizer.diagnosis.THRESHOLDS`.
         grad_norms: gradient norms measured before (a search's probes of this
             configuration: ``result.fit_kwargs(monitor=True)``): the history that spikes
@@ -128,16 +146,21 @@ class StabilityMonitor(keras.callbacks.Callback):
         self.history: list[dict[str, Any]] = []
         #: one row per window: step, loss and gradient-norm statistics
         self.windows: list[dict[str, Any]] = []
+        #: steps trained so far, as of the last window read
         self.step = 0
+        self._calls = 0  # batch calls since the last window (a call is steps_per_execution)
+        self._capacity = self.every
         self._warned: set[str] = set()
         self._grad_norms: list[float] = [float(v) for v in grad_norms
                                          if v is not None and math.isfinite(float(v))]
         #: how many of the recorded gradient norms came from before the fit
         self.prior_norms = len(self._grad_norms)
         self._losses: list[float] = []
-        self._window_losses: list[float] = []
-        self._mean: tuple[int, float] = (0, 0.0)
         self._saved: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        #: the learning rate of the last step of the last healthy window
+        self._healthy_rate = math.nan
+        #: for each of `model.variables`, its layer's index (None: not trained)
+        self._layer_of: list[int | None] = []
         self._names: list[str] = []
         self._board: Any = None
 
@@ -149,13 +172,19 @@ class StabilityMonitor(keras.callbacks.Callback):
             raise ConfigError("monitor: the model is not compiled; expected a compiled "
                               "keras.Model (model.compile(...) before fit)")
         if getattr(user, "_stab_monitor", None) is self:
-            return  # this monitor's own optimizer: a second fit
+            return  # this monitor's own optimizer and losses: a second fit
+        self._capacity = self.every * max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        attach_loss_recorder(model, StepLosses(self._capacity))
         user_class = type(user)
         if hasattr(user, "stab_stats"):  # instrumented before (another monitor, a probe)
             user_class = next(c for c in user_class.__mro__[1:]
                               if not c.__name__.startswith(("Instrumented", "_Telemetry")))
-        optimizer = instrumented_optimizer_class(user_class).from_config(user.get_config())
-        optimizer.stab_capacity = self.every
+        with warnings.catch_warnings():  # Keras' variables under JAX and NumPy 2
+            warnings.simplefilter("ignore", DeprecationWarning)
+            config = user.get_config()
+        optimizer = instrumented_optimizer_class(user_class).from_config(config)
+        optimizer.stab_capacity = self._capacity
+        optimizer.stab_updates = False  # measured per window from the saved weights
         optimizer._stab_monitor = self
         if getattr(user, "built", False):
             optimizer.build(model.trainable_variables)
@@ -179,26 +208,24 @@ class StabilityMonitor(keras.callbacks.Callback):
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self._names = list(optimizer.stab_layer_names)
+        names, index = layer_groups(list(self.model.trainable_variables))
+        layer = {id(v): self._names.index(names[i])
+                 for v, i in zip(self.model.trainable_variables, index)}
+        self._layer_of = [layer.get(id(v)) for v in self.model.variables]
         optimizer.stab_step.assign(0)
+        self.model._stab_loss_recorder.count.assign(0)
+        self._calls = 0
         self._save()
 
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self._mean = (0, 0.0)
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.step += 1
-        loss = self._step_loss((logs or {}).get("loss"))
-        if loss is not None:
-            self._losses.append(loss)
-            self._window_losses.append(loss)
-            if self.rescue and self._diverging(loss):
-                self._rescue(loss)
-                return
-        if self.step % self.every == 0:
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        # The window that just ended is checked before the next step starts; overriding
+        # only this hook keeps Keras' asynchronous dispatch of the batch-end callbacks.
+        if self._calls >= self.every:
             self._check_window()
+        self._calls += 1
 
     def on_train_end(self, logs: Any = None) -> None:
-        if self.step % self.every:
+        if self._calls:
             self._check_window()
         if self.log_dir is not None:
             self.write(self.log_dir)
@@ -207,7 +234,8 @@ class StabilityMonitor(keras.callbacks.Callback):
             self._board = None
 
     # -- TensorBoard ------------------------------------------------------------------------
-    def _scalars(self, window: dict[str, Any], layers: dict[str, float]) -> None:
+    def _scalars(self, window: dict[str, Any], layers: dict[str, float | None],
+                 updates: dict[str, float | None]) -> None:
         """One event per window in `log_dir`, through the `tensorboard` package's own
         event writer (no TensorFlow needed); nothing where it is not installed."""
         if self.log_dir is None:
@@ -227,7 +255,9 @@ class StabilityMonitor(keras.callbacks.Callback):
                   "monitor/findings": float(len(window["findings"])),
                   "monitor/rescues": float(len(self.history)),
                   **{f"monitor/layer_grad_norm/{name}": value
-                     for name, value in layers.items()}}
+                     for name, value in layers.items()},
+                  **{f"monitor/layer_update_ratio/{name}": value
+                     for name, value in updates.items()}}
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
                                  for tag, v in values.items()
                                  if v is not None and math.isfinite(float(v))])
@@ -235,41 +265,46 @@ class StabilityMonitor(keras.callbacks.Callback):
         self._board.flush()
 
     # -- the loss -------------------------------------------------------------------------
-    def _step_loss(self, running: Any) -> float | None:
-        """This step's loss from Keras' running mean over the epoch's batches."""
-        if running is None:
-            return None
-        mean = float(keras.ops.convert_to_numpy(running))
-        count, previous = self._mean
-        self._mean = (count + 1, mean)
-        if count == 0:
-            return mean
-        if not math.isfinite(previous):
-            return mean
-        return (count + 1) * mean - count * previous
+    def _recent_median(self, before: list[float]) -> float:
+        recent = [v for v in before[-2 * self.every:] if math.isfinite(v)]
+        return float(np.median(recent)) if len(recent) >= 5 else math.nan
 
-    def _diverging(self, loss: float) -> bool:
-        if not math.isfinite(loss):
-            return True
-        recent = [v for v in self._losses[-2 * self.every - 1:-1] if math.isfinite(v)]
-        if len(recent) < 5:
-            return False
-        return loss > self.divergence_factor * float(np.median(recent))
+    def _divergence(self, losses: np.ndarray) -> int | None:
+        """The index of the window's first diverging loss (None: none diverged)."""
+        history = list(self._losses)
+        for i, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                return i
+            median = self._recent_median(history)
+            if math.isfinite(median) and loss > self.divergence_factor * median:
+                return i
+            history.append(float(loss))
+        return None
 
     # -- the window's checks -------------------------------------------------------------
     def _check_window(self) -> None:
         self._sync()
         optimizer = self.model.optimizer
-        steps = int(optimizer.stab_step.numpy())
-        rows = np.asarray(optimizer.stab_stats.numpy())[:min(steps, self.every)]
-        nonfinite = float(optimizer.stab_nonfinite.numpy()) > 0
+        steps = int(host_array(optimizer.stab_step))
+        rows = host_array(optimizer.stab_stats)[:min(steps, self._capacity)]
+        nonfinite = float(host_array(optimizer.stab_nonfinite)) > 0
         optimizer.stab_step.assign(0)
         optimizer.stab_nonfinite.assign(0.0)
+        losses = self.model._stab_loss_recorder.read()
+        start = self.step
+        self.step += steps
+        self._calls = 0
+        rates = rows[:, -1] if rows.size else np.zeros(0)
+        if self.rescue:
+            diverged = self._divergence(losses)
+            if diverged is not None:
+                rate = float(rates[min(diverged, len(rates) - 1)]) if rates.size else math.nan
+                self._rescue(float(losses[diverged]), start + diverged + 1, rate)
+                return
+        self._losses = (self._losses + [float(v) for v in losses])[-2 * self.every:]
         n = len(self._names)
         norms = rows[:, 0] if rows.size else np.zeros(0)
         layers = rows[:, 1:1 + n] if rows.size else np.zeros((0, n))
-        losses = np.asarray(self._window_losses, dtype=np.float64)
-        self._window_losses = []
         with warnings.catch_warnings(), np.errstate(all="ignore"):  # NaN rows are evidence
             warnings.simplefilter("ignore", RuntimeWarning)
             medians = np.nanmedian(layers, axis=0) if layers.shape[0] else np.zeros(0)
@@ -281,15 +316,23 @@ class StabilityMonitor(keras.callbacks.Callback):
             "loss_median": _num(np.median(losses)) if losses.size else None,
             "grad_norm_median": _num(np.median(finite)) if finite.size else None,
             "grad_norm_max": _num(finite.max()) if finite.size else None,
-            "nonfinite": nonfinite, "findings": [f.code for f in found]}
+            "learning_rate": _num(rates[-1]) if rates.size else None,
+            "nonfinite": nonfinite, "findings": [f.code for f in found],
+            **{f"bn_{k}": _num(v) for k, v in bn_statistics(self.model).items()}}
+        layer_norms = {name: _num(v) for name, v in zip(self._names, medians)}
+        updates = self._update_ratios()
+        window["layer_grad_norm"] = layer_norms
+        window["layer_update_ratio"] = updates
         self.windows.append(window)
-        self._scalars(window, dict(zip(self._names, medians)))
+        self._scalars(window, layer_norms, updates)
         self._grad_norms.extend(float(v) for v in finite)
         for finding in found:
             self._report(finding)
         healthy = not nonfinite and (losses.size == 0 or np.isfinite(losses).all())
         if healthy:
             self._save()
+            if rates.size:
+                self._healthy_rate = float(rates[-1])
 
     def _gradient_findings(self, norms: np.ndarray, medians: np.ndarray,
                            nonfinite: bool) -> list[Finding]:
@@ -361,11 +404,28 @@ class StabilityMonitor(keras.callbacks.Callback):
             warnings.warn(f"step {self.step}: {finding.to_text()}", StabilityWarning,
                           stacklevel=2)
 
+    def _update_ratios(self) -> dict[str, float | None]:
+        """Each layer's ``||W_now - W_saved|| / ||W_saved||`` since the last saved window."""
+        if self._saved is None or not self._names:
+            return {}
+        delta = np.zeros(len(self._names))
+        size = np.zeros(len(self._names))
+        with np.errstate(all="ignore"):
+            for variable, saved, layer in zip(self.model.variables, self._saved[0],
+                                              self._layer_of):
+                if layer is None:
+                    continue
+                now = host_array(variable).astype(np.float64)
+                delta[layer] += float(np.sum(np.square(now - saved)))
+                size[layer] += float(np.sum(np.square(saved.astype(np.float64))))
+            ratios = np.sqrt(delta / np.maximum(size, 1e-24))
+        return {name: _num(r) for name, r in zip(self._names, ratios)}
+
     # -- the rescue -------------------------------------------------------------------------
     def _save(self) -> None:
         model = self.model
-        self._saved = ([np.array(v.numpy(), copy=True) for v in model.variables],
-                       [np.array(v.numpy(), copy=True) for v in model.optimizer.variables])
+        self._saved = ([host_array(v) for v in model.variables],
+                       [host_array(v) for v in model.optimizer.variables])
 
     def _restore(self) -> None:
         assert self._saved is not None
@@ -375,25 +435,34 @@ class StabilityMonitor(keras.callbacks.Callback):
         for variable, value in zip(self.model.optimizer.variables, state):
             variable.assign(value)
 
-    def _rescue(self, loss: float) -> None:
-        self._sync()
+    def _rescue(self, loss: float, step: int, rate: float) -> None:
+        """`loss`, at `step` (trained at learning rate `rate`), diverged: restore the last
+        healthy window and apply the smallest repair the evidence calls for."""
         rescues = [h for h in self.history if h["action"] != "stopped"]
-        evidence = {"loss": _num(loss), "recent_median": _num(
-            np.median([v for v in self._losses[-2 * self.every - 1:-1] if math.isfinite(v)]
-                      or [math.nan]))}
-        if len(rescues) >= self.max_rescues:
-            self.history.append({"step": self.step, "action": "stopped",
-                                 "evidence": evidence})
-            self.model.stop_training = True
-            warnings.warn(f"step {self.step}: training stopped: it diverged again after "
-                          f"{len(rescues)} rescues (loss {loss:.4g}); see monitor.history",
-                          StabilityWarning, stacklevel=2)
-            return
+        evidence = {"loss": _num(loss), "recent_median": _num(self._recent_median(self._losses)),
+                    "window_end": self.step, "learning_rate": _num(rate),
+                    "healthy_learning_rate": _num(self._healthy_rate)}
         self._restore()
+        if self.history and self.history[-1]["action"] == "stopped":
+            return  # the step that ran after the stop
+        if len(rescues) >= self.max_rescues:
+            self.history.append({"step": step, "action": "stopped", "evidence": evidence})
+            self.model.stop_training = True
+            warnings.warn(f"step {step}: training stopped: it diverged again after "
+                          f"{len(rescues)} rescues (loss {loss:.4g}); the weights are the "
+                          "last healthy window's; see monitor.history", StabilityWarning,
+                          stacklevel=2)
+            return
         optimizer = self.model.optimizer
         finite = np.asarray([v for v in self._grad_norms if math.isfinite(v) and v > 0])
         clip = getattr(optimizer, "global_clipnorm", None)
-        if clip is None and finite.size:
+        settable = not isinstance(getattr(optimizer, "_learning_rate", None),
+                                  keras.optimizers.schedules.LearningRateSchedule)
+        if settable and rate > 1.001 * self._healthy_rate:  # the rate rose since: back to it
+            optimizer.learning_rate.assign(self._healthy_rate)
+            action = (f"learning rate {rate:.4g} -> {self._healthy_rate:.4g} (the rate of the "
+                      "last healthy window)")
+        elif clip is None and finite.size:
             value = float(np.percentile(finite, self.clip_percentile))
             optimizer.global_clipnorm = value
             optimizer.clipnorm = None
@@ -403,13 +472,8 @@ class StabilityMonitor(keras.callbacks.Callback):
             action = self._lower_learning_rate(optimizer)
         self.model.make_train_function(force=True)
         self.model.reset_metrics()
-        self._mean = (0, 0.0)
-        self._losses = self._losses[:-1]
-        self._window_losses = []
-        optimizer.stab_step.assign(0)
-        optimizer.stab_nonfinite.assign(0.0)
-        self.history.append({"step": self.step, "action": action, "evidence": evidence})
-        warnings.warn(f"step {self.step}: the loss diverged ({loss:.4g}); restored the weights "
+        self.history.append({"step": step, "action": action, "evidence": evidence})
+        warnings.warn(f"step {step}: the loss diverged ({loss:.4g}); restored the weights "
                       f"of the last healthy window and applied {action}", StabilityWarning,
                       stacklevel=2)
 
@@ -419,7 +483,7 @@ class StabilityMonitor(keras.callbacks.Callback):
             clip = float(optimizer.global_clipnorm or 1.0) * LR_FACTOR
             optimizer.global_clipnorm = clip  # a schedule's rate cannot be set: clip harder
             return f"global-norm clipping tightened to {clip:.4g} (the rate is a schedule)"
-        old = float(optimizer.learning_rate.numpy())
+        old = float(host_array(optimizer.learning_rate))
         optimizer.learning_rate.assign(old * LR_FACTOR)
         return f"learning rate {old:.4g} -> {old * LR_FACTOR:.4g}"
 

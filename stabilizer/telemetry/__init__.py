@@ -18,11 +18,20 @@ Three pieces, all through Keras' own extension points:
   BatchNormalization moving statistics. The buffers are read back in one go
   after the probe (`read_trace`).
 
+`StepLosses` records each step's loss for a reader that comes every so many steps and
+shows nothing in the logs (`stabilizer.monitor`).
+
 `_replicas` records the same per replica when a candidate's seeds train together in one
 program (`ReplicaLossRecorder`, `ReplicaLossMeans`, `replica_optimizer_class`).
 """
 
-from stabilizer.telemetry._loss import LossRecorder, attach_loss_recorder, loss_ceiling
+from stabilizer.telemetry._buffers import host_array
+from stabilizer.telemetry._loss import (
+    LossRecorder,
+    StepLosses,
+    attach_loss_recorder,
+    loss_ceiling,
+)
 from stabilizer.telemetry._optimizer import instrumented_optimizer_class, layer_groups
 from stabilizer.telemetry._replicas import (
     ReplicaLossMeans,
@@ -42,10 +51,12 @@ __all__ = [
     "ProbeTrace",
     "ReplicaLossMeans",
     "ReplicaLossRecorder",
+    "StepLosses",
     "TelemetryCallback",
     "attach_loss_recorder",
     "bn_statistics",
     "current_learning_rate",
+    "host_array",
     "instrumented_optimizer_class",
     "layer_groups",
     "loss_ceiling",

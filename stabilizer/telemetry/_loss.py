@@ -9,9 +9,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from stabilizer.telemetry._buffers import row_update
+from stabilizer.telemetry._buffers import host_array, row_update
 
-__all__ = ["LossRecorder", "attach_loss_recorder", "exploded_loss", "loss_ceiling"]
+__all__ = ["LossRecorder", "StepLosses", "attach_loss_recorder", "exploded_loss",
+           "loss_ceiling"]
 
 
 _PROBABILITY_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
@@ -101,14 +102,56 @@ class LossRecorder(keras.metrics.Metric):
         return ops.cast(ops.greater(self.diverged.value, 0.5), "float32")
 
 
-def attach_loss_recorder(model: keras.Model, recorder: LossRecorder) -> None:
+class StepLosses(keras.metrics.Metric):
+    """Each training step's loss in a device buffer that its reader empties (`read`).
+
+    For a reader that comes every `capacity` steps (`stabilizer.monitor`): nothing is
+    read back in between, and nothing shows in the logs (`result()` is empty), so
+    Keras keeps dispatching its batch callbacks asynchronously. Steps past `capacity`
+    before a read overwrite the last slot.
+    """
+
+    def __init__(self, capacity: int, name: str = "stab_step_losses") -> None:
+        super().__init__(name=name)
+        self.capacity = capacity
+        self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
+
+    def record(self, loss: Any) -> None:
+        count = self.count.value
+        step = ops.minimum(count, self.capacity - 1)
+        self.buffer.assign(row_update(self.buffer.value, step,
+                                      ops.cast(ops.mean(loss), "float32")))
+        self.count.assign(count + 1)
+
+    def read(self) -> np.ndarray:
+        """The losses recorded since the last read (float64), and empty the buffer."""
+        count = min(int(host_array(self.count)), self.capacity)
+        values = host_array(self.buffer)[:count]
+        self.count.assign(0)
+        return values.astype(np.float64)
+
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def reset_state(self) -> None:
+        return None
+
+    def result(self) -> Any:
+        return {}
+
+
+def attach_loss_recorder(model: keras.Model, recorder: LossRecorder | StepLosses) -> None:
     """Feed `recorder` from the model's `compute_loss` (training steps only).
 
     `compute_loss` is Keras' documented hook for the loss; wrapping the bound
-    method keeps any override the user's model class has.
+    method keeps any override the user's model class has. A model is wrapped once:
+    attaching again replaces the recorder the wrapper feeds.
     """
-    original = model.compute_loss
     model._stab_loss_recorder = recorder  # tracked by Keras as a model metric
+    if getattr(model, "_stab_loss_wrapped", False):
+        return
+    original = model.compute_loss
 
     def compute_loss(self: keras.Model, x: Any = None, y: Any = None, y_pred: Any = None,
                      sample_weight: Any = None, training: bool = True) -> Any:
@@ -117,9 +160,10 @@ def attach_loss_recorder(model: keras.Model, recorder: LossRecorder) -> None:
         else:
             loss = original(x, y, y_pred, sample_weight)
         if training:
-            recorder.record(loss)
+            model._stab_loss_recorder.record(loss)
         return loss
 
+    model._stab_loss_wrapped = True
     model._compute_loss_original_has_training = model._compute_loss_has_training_arg
     model.compute_loss = types.MethodType(compute_loss, model)
     model._compute_loss_has_training_arg = True

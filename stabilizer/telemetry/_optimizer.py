@@ -33,7 +33,8 @@ class _TelemetryMixin:
     """Records gradient and update statistics inside `apply()`; see the module docstring.
 
     One row of `stab_stats` per step: the global gradient norm, then the gradient
-    norm of each layer, then each layer's update/weight ratio. The per-variable
+    norm of each layer, then (unless `stab_updates` is off) each layer's
+    update/weight ratio, and last the learning rate the step used. The per-variable
     sums of squares go to their layers in one `segment_sum` (not a matrix
     product, whose 0 * inf would spread one layer's overflow to every layer) and
     the row is written with one slice update: the op count per step, which is
@@ -41,6 +42,9 @@ class _TelemetryMixin:
     """
 
     stab_capacity: int = 1
+    #: record the update/weight ratios (a weight copy and two sums per variable and step);
+    #: without them a row is the global norm and the layers' gradient norms only
+    stab_updates: bool = True
 
     def build(self, variables: list[Any]) -> None:
         if self.built:  # type: ignore[attr-defined]
@@ -50,7 +54,8 @@ class _TelemetryMixin:
         self.stab_layer_names = names
         self._stab_index = {id(v): i for v, i in zip(variables, index)}
         add = self.add_variable  # type: ignore[attr-defined]
-        self.stab_stats = add((self.stab_capacity, 1 + 2 * len(names)), name="stab_stats")
+        width = 2 + (2 if self.stab_updates else 1) * len(names)
+        self.stab_stats = add((self.stab_capacity, width), name="stab_stats")
         self.stab_step = add((), dtype="int32", name="stab_step")
         self.stab_nonfinite = add((), name="stab_nonfinite")
 
@@ -64,8 +69,18 @@ class _TelemetryMixin:
             self.stab_step.assign(self.stab_step.value + 1)
             return super().apply(grads, trainable_variables)  # type: ignore[misc]
         n = len(self.stab_layer_names)
-        segments = self._stab_segments(tuple(self._stab_index.get(id(v), 0) for _, v in pairs))
+        parts = 3 if self.stab_updates else 1
+        segments = self._stab_segments(
+            tuple(self._stab_index.get(id(v), 0) for _, v in pairs), parts)
         grad_sq = [ops.sum(ops.square(ops.cast(g, "float32"))) for g, _ in pairs]
+        rate = ops.reshape(ops.cast(self.learning_rate, "float32"), (1,))  # type: ignore[attr-defined]
+        if not self.stab_updates:
+            result = super().apply(grads, trainable_variables)  # type: ignore[misc]
+            per_layer = ops.segment_sum(ops.stack(grad_sq), segments, num_segments=n)
+            global_norm = ops.sqrt(ops.sum(per_layer))
+            row = ops.concatenate([ops.expand_dims(global_norm, 0), ops.sqrt(per_layer), rate])
+            self._stab_write(row, global_norm)
+            return result
         # A copy: under TensorFlow `v.value` may be the variable itself (read after
         # the update), under PyTorch the tensor the optimizer updates in place.
         before = [ops.copy(ops.cast(v.value, "float32")) for _, v in pairs]
@@ -81,26 +96,32 @@ class _TelemetryMixin:
             ops.expand_dims(global_norm, 0),
             ops.sqrt(per_layer[0]),
             ops.sqrt(per_layer[1] / (per_layer[2] + 1e-12)),
+            rate,
         ])
+        self._stab_write(row, global_norm)
+        return result
+
+    def _stab_write(self, row: Any, global_norm: Any) -> None:
+        """This step's `row` into `stab_stats`, the NaN/Inf flag, and the step count."""
         step = ops.minimum(self.stab_step.value, self.stab_capacity - 1)
         self.stab_stats.assign(row_update(self.stab_stats.value, step, row))
         bad = ops.cast(ops.logical_not(ops.isfinite(global_norm)), "float32")
         self.stab_nonfinite.assign(ops.maximum(self.stab_nonfinite.value, bad))
         self.stab_step.assign(self.stab_step.value + 1)
-        return result
 
-    def _stab_segments(self, groups: tuple[int, ...]) -> Any:
+    def _stab_segments(self, groups: tuple[int, ...], parts: int) -> Any:
         """`segment_sum` ids for the stacked sums of squares of variables in `groups`.
 
         Bins 0..n-1 take the gradients', n..2n-1 the updates', 2n..3n-1 the
-        weights'. Kept per `groups` (the same at every step unless a gradient is
-        None), so an eagerly run step (PyTorch) does not rebuild them each time.
+        weights' (`parts` of them). Kept per `groups` (the same at every step unless
+        a gradient is None), so an eagerly run step (PyTorch) does not rebuild them.
         """
         cache = self.__dict__.setdefault("_stab_segment_cache", {})
-        if groups not in cache:
+        if (groups, parts) not in cache:
             n = len(self.stab_layer_names)
-            cache[groups] = np.asarray([g + k * n for k in range(3) for g in groups], "int32")
-        return cache[groups]
+            cache[groups, parts] = np.asarray(
+                [g + k * n for k in range(parts) for g in groups], "int32")
+        return cache[groups, parts]
 
 
 _CLASS_CACHE: dict[type, type] = {}

@@ -58,7 +58,8 @@ class LateJump(keras.callbacks.Callback):
 
 def check_rescue() -> dict:
     """A healthy fit whose rate jumps 60x at epoch 2 diverges without the guard; with
-    rescue=True it is restored, clipped, and ends finite and falling."""
+    rescue=True it is restored, its rate goes back to the last healthy window's (the
+    evidence: the rate the diverging step used), and it ends finite and falling."""
     plain = fit(mlp(0.005), [LateJump(2, 0.3)], epochs=8)
     # unguarded it diverges: NaN, or (the backends differ) a loss 1000x its pre-jump value
     assert not np.isfinite(plain).all() or max(plain[2:]) > 1e3 * plain[1], plain
@@ -68,7 +69,8 @@ def check_rescue() -> dict:
         losses = fit(mlp(0.005), [LateJump(2, 0.3), guard], epochs=8)
     assert np.isfinite(losses).all() and losses[-1] < 0.2 * losses[1], losses
     assert all(b < a for a, b in zip(losses[2:], losses[3:])), losses  # falling after it
-    assert guard.history and guard.history[0]["action"].startswith("global-norm clipping")
+    assert guard.history and guard.history[0]["action"].startswith("learning rate 0.3 -> 0.005")
+    assert guard.history[0]["evidence"]["healthy_learning_rate"] == pytest.approx(0.005)
     assert all(h["action"] != "stopped" for h in guard.history)
     assert any(issubclass(w.category, StabilityWarning) and "diverged" in str(w.message)
                for w in caught)
@@ -77,6 +79,20 @@ def check_rescue() -> dict:
 
 def test_a_diverging_fit_is_rescued_and_ends_finite_and_falling():
     check_rescue()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="this late divergence is TensorFlow's numerics")
+def test_at_an_unchanged_rate_the_first_repair_is_clipping():
+    plain = fit(mlp(0.05), [], epochs=8)  # too high a rate: it diverges late, on its own
+    assert plain[-1] > 50 * min(plain), plain
+    guard = stabilizer.monitor(every=8, rescue=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StabilityWarning)
+        losses = fit(mlp(0.05), [guard], epochs=8)
+    assert guard.history[0]["action"].startswith("global-norm clipping at ")
+    assert guard.history[0]["evidence"]["clip_percentile"] == 90.0
+    assert np.isfinite(losses).all() and losses[-1] < 0.1 * plain[-1], (losses, plain)
 
 
 def test_a_healthy_fit_is_unchanged_and_silent(tmp_path):
@@ -99,7 +115,60 @@ def test_a_healthy_fit_is_unchanged_and_silent(tmp_path):
         tags = events.Tags()["scalars"]
         assert "monitor/grad_norm_median" in tags and "monitor/loss_median" in tags
         assert len([t for t in tags if t.startswith("monitor/layer_grad_norm/")]) == 3
+        assert len([t for t in tags if t.startswith("monitor/layer_update_ratio/")]) == 3
         assert [e.step for e in events.Scalars("monitor/grad_norm_median")][-1] == 96
+
+
+def test_the_monitor_keeps_keras_batch_callbacks_asynchronous_and_the_logs_clean():
+    model = mlp(0.005)
+    guard = stabilizer.monitor(model, every=8)
+    callbacks = keras.callbacks.CallbackList([guard], model=model)
+    # only on_train_batch_begin is overridden: Keras may dispatch batch ends asynchronously
+    assert callbacks._async_train or not keras.src.backend.IS_THREAD_SAFE
+    x, y = data()
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[guard])
+    assert set(history.history) == {"loss"}  # the per-step loss buffer shows in no log
+    assert len(guard.windows) == 4 and all(w["steps"] == 8 for w in guard.windows)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="PyTorch runs one step per call")
+def test_with_several_steps_per_call_a_window_is_every_calls_and_keeps_each_step():
+    model = mlp(0.005)
+    model.compile(optimizer=keras.optimizers.SGD(0.005), loss="mse", steps_per_execution=4)
+    guard = stabilizer.monitor(every=2)
+    fit(model, [guard], epochs=2)  # 32 steps: 8 calls of 4
+    assert guard.step == 32 and [w["steps"] for w in guard.windows] == [8, 8, 8, 8]
+
+
+class Snapshots(keras.callbacks.Callback):
+    """The first layer's weights after every `every` steps."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every, self.step, self.weights = every, 0, []
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self.step += 1
+        if self.step % self.every == 0:
+            self.weights.append([np.array(w) for w in self.model.layers[0].get_weights()])
+
+
+def test_each_window_has_each_layers_update_ratio_from_the_weights():
+    snapshots = Snapshots(8)
+    guard = stabilizer.monitor(every=8)
+    fit(mlp(0.005), [snapshots, guard], epochs=2)
+    first = guard._names[0]
+    for i in (1, 2, 3):  # a window's ratio: how far the layer moved since the window before
+        before, after = snapshots.weights[i - 1], snapshots.weights[i]
+        moved = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(after, before)))
+        size = np.sqrt(sum(np.sum(b ** 2) for b in before))
+        assert guard.windows[i]["layer_update_ratio"][first] == pytest.approx(moved / size,
+                                                                               rel=1e-4)
+    assert all(v > 0 for w in guard.windows for v in w["layer_update_ratio"].values())
+    frozen = stabilizer.monitor(every=8)
+    fit(mlp(0.0), [frozen], epochs=1)  # nothing moves: every ratio is 0
+    assert all(v == 0 for w in frozen.windows for v in w["layer_update_ratio"].values())
 
 
 def test_a_nan_gradient_is_an_error_finding_with_its_evidence():
@@ -107,8 +176,11 @@ def test_a_nan_gradient_is_an_error_finding_with_its_evidence():
     x, y = data()
     y[5] = np.nan  # one poisoned label: a NaN loss, a NaN gradient
     guard = stabilizer.monitor(every=4)
-    with pytest.warns(StabilityWarning, match="ERROR    exploding_gradients"):
+    with warnings.catch_warnings(record=True) as caught:  # (not pytest.warns: it re-emits
+        warnings.simplefilter("always")                  # the backends' own warnings)
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    assert any(issubclass(w.category, StabilityWarning)
+               and "ERROR    exploding_gradients" in str(w.message) for w in caught)
     finding = guard.findings[0]
     assert finding.severity == "error" and finding.evidence["nonfinite_gradient"] is True
     assert "clipping" in finding.dimensions and finding.evidence["step"] == 4

@@ -118,11 +118,11 @@ def test_user_metrics_and_loss_are_kept(small_digits, quick_settings):
     assert "val_top3" in trace.val_metrics[-1]
 
 
-def _sgd_with_telemetry(layers: int) -> tuple[Any, list[Any]]:
+def _sgd_with_telemetry(layers: int, updates: bool = True) -> tuple[Any, list[Any]]:
     variables = [keras.Variable(np.full((2, 2), 2.0, "float32"), name=f"w{i}")
                  for i in range(layers)]
     optimizer = instrumented_optimizer_class(keras.optimizers.SGD)(learning_rate=0.1)
-    optimizer.stab_capacity = 4
+    optimizer.stab_capacity, optimizer.stab_updates = 4, updates
     optimizer.build(variables)
     return optimizer, variables
 
@@ -132,8 +132,18 @@ def test_update_ratio_is_the_update_norm_over_the_weight_norm_per_layer():
     grads = [np.full((2, 2), 1.0, "float32"), np.full((2, 2), 3.0, "float32")]
     optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
     row = keras.ops.convert_to_numpy(optimizer.stab_stats.value)[0]
-    # plain SGD: the update is 0.1 * g, the weights were all 2.0 (norm 4.0)
-    np.testing.assert_allclose(row, [np.sqrt(4 + 36), 2.0, 6.0, 0.05, 0.15], rtol=1e-5)
+    # plain SGD: the update is 0.1 * g, the weights were all 2.0 (norm 4.0); last, the rate
+    np.testing.assert_allclose(row, [np.sqrt(4 + 36), 2.0, 6.0, 0.05, 0.15, 0.1], rtol=1e-5)
+
+
+def test_without_update_ratios_a_row_is_the_gradient_norms_and_the_rate():
+    optimizer, variables = _sgd_with_telemetry(2, updates=False)
+    grads = [np.full((2, 2), 1.0, "float32"), np.full((2, 2), np.inf, "float32")]
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    row = keras.ops.convert_to_numpy(optimizer.stab_stats.value)[0]
+    np.testing.assert_allclose(row[[1, 3]], [2.0, 0.1])  # the finite layer's norm; the rate
+    assert np.isinf(row[0]) and np.isinf(row[2]) and row.shape == (4,)
+    assert float(keras.ops.convert_to_numpy(optimizer.stab_nonfinite.value)) == 1.0
 
 
 def test_an_overflowing_layer_leaves_the_other_layers_statistics_finite():
