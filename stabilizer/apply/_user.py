@@ -13,18 +13,14 @@ import keras
 
 from stabilizer.apply._configured import build_configured_model
 from stabilizer.apply._schedule import DECAYING_SCHEDULES, ScheduleSpan, plateau_callback
-from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.config import SearchConfig, StabilityConfig, check_number
 from stabilizer.errors import ConfigError
 
 __all__ = ["apply_to_model", "fit_arguments"]
 
 
 def _length(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r}: expected a whole number of steps >= 1")
-    return value
+    return None if value is None else check_number(name, value, low=1, integer=True)
 
 
 def apply_to_model(model: keras.Model, config: StabilityConfig, *,

@@ -22,6 +22,7 @@ from stabilizer.config._settings import (
     SearchConfig,
     StabilityConfig,
     check_initializer,
+    check_number,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "SearchConfig",
     "StabilityConfig",
     "check_initializer",
+    "check_number",
     "load_data",
     "load_run",
     "load_target",

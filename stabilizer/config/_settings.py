@@ -36,6 +36,7 @@ __all__ = [
     "RESUME_MODES",
     "TARGET_HELP",
     "check_initializer",
+    "check_number",
 ]
 
 #: "keep" leaves the user's initializers alone; "auto" matches each layer's activation.
@@ -125,8 +126,14 @@ def _problems_error(where: str, problems: list[str]) -> ConfigError:
     return ConfigError(f"{where}: {len(problems)} problems:{listed}", problems)
 
 
-def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-            low_open: bool = False, integer: bool = False, where: str = "") -> Any:
+def check_number(name: str, value: Any, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, integer: bool = False,
+                 where: str = "") -> Any:
+    """`value` as a float (an int with `integer`), or a `ConfigError` naming `name`.
+
+    Finite, at least `low` (above it with `low_open`), at most `high`; `integer`
+    accepts whole floats (3.0). Every numeric field of the package is checked here.
+    """
     prefix = f"{name}={value!r}{where}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "an integer" if integer else "a number"
@@ -259,29 +266,29 @@ class StabilityConfig(_YamlMixin):
         _choice("clipping", self.clipping, CLIPPING_MODES)
         _choice("normalization", self.normalization, NORMALIZATIONS)
         if self.learning_rate is not None:
-            object.__setattr__(self, "learning_rate", _number(
+            object.__setattr__(self, "learning_rate", check_number(
                 "learning_rate", self.learning_rate, low=0, low_open=True, high=100))
         if self.decay_rate is not None:
-            object.__setattr__(self, "decay_rate", _number(
+            object.__setattr__(self, "decay_rate", check_number(
                 "decay_rate", self.decay_rate, low=0, low_open=True, high=1))
         if self.warmup_fraction is not None:
-            object.__setattr__(self, "warmup_fraction", _number(
+            object.__setattr__(self, "warmup_fraction", check_number(
                 "warmup_fraction", self.warmup_fraction, low=0, high=0.9))
         if self.clip_value is not None:
-            object.__setattr__(self, "clip_value", _number(
+            object.__setattr__(self, "clip_value", check_number(
                 "clip_value", self.clip_value, low=0, low_open=True))
         if self.clipping in ("norm", "value", "global_norm") and self.clip_value is None:
             raise ConfigError(f"clipping={self.clipping!r} needs clip_value: expected a number > 0")
         if self.batch_size is not None:
-            object.__setattr__(self, "batch_size", _number(
+            object.__setattr__(self, "batch_size", check_number(
                 "batch_size", self.batch_size, low=1, integer=True))
         if self.bn_momentum is not None:
-            object.__setattr__(self, "bn_momentum", _number(
+            object.__setattr__(self, "bn_momentum", check_number(
                 "bn_momentum", self.bn_momentum, low=0, high=1, low_open=True))
             if self.bn_momentum >= 1:
                 raise ConfigError(f"bn_momentum={self.bn_momentum!r}: expected a value < 1")
         if self.bn_epsilon is not None:
-            object.__setattr__(self, "bn_epsilon", _number(
+            object.__setattr__(self, "bn_epsilon", check_number(
                 "bn_epsilon", self.bn_epsilon, low=0, low_open=True, high=1))
 
     def apply(self, model: Any, *, train_steps: int | None = None,
@@ -398,32 +405,32 @@ class SearchConfig(_YamlMixin):
         if not isinstance(self.space, (str, dict)):
             raise ConfigError(f"space={self.space!r}: expected a space name, a file path or "
                               "a mapping")
-        self.trials = _number("trials", self.trials, low=1, integer=True)
+        self.trials = check_number("trials", self.trials, low=1, integer=True)
         if self.time_limit is not None:
-            self.time_limit = _number("time_limit", self.time_limit, low=0, low_open=True)
+            self.time_limit = check_number("time_limit", self.time_limit, low=0, low_open=True)
         if self.train_steps is not None and self.epochs is not None:
             raise ConfigError(f"train_steps={self.train_steps!r} and epochs={self.epochs!r}: "
                               "expected one of them (your training length)")
         if self.train_steps is not None:
-            self.train_steps = _number("train_steps", self.train_steps, low=1, integer=True)
+            self.train_steps = check_number("train_steps", self.train_steps, low=1, integer=True)
         if self.epochs is not None:
-            self.epochs = _number("epochs", self.epochs, low=1, integer=True)
-        self.horizon_fraction = _number("horizon_fraction", self.horizon_fraction, low=0,
+            self.epochs = check_number("epochs", self.epochs, low=1, integer=True)
+        self.horizon_fraction = check_number("horizon_fraction", self.horizon_fraction, low=0,
                                         high=1)
-        self.probe_steps = _number("probe_steps", self.probe_steps, low=2, integer=True)
-        self.evaluations = _number("evaluations", self.evaluations, low=1, integer=True)
+        self.probe_steps = check_number("probe_steps", self.probe_steps, low=2, integer=True)
+        self.evaluations = check_number("evaluations", self.evaluations, low=1, integer=True)
         if self.evaluations > self.probe_steps:
             raise ConfigError(
                 f"evaluations={self.evaluations}: expected at most probe_steps={self.probe_steps}")
-        self.seeds = _number("seeds", self.seeds, low=1, integer=True)
-        self.seed = _number("seed", self.seed, low=0, integer=True)
+        self.seeds = check_number("seeds", self.seeds, low=1, integer=True)
+        self.seed = check_number("seed", self.seed, low=0, integer=True)
         if self.replicas not in ("auto", "off"):
             if isinstance(self.replicas, str) or isinstance(self.replicas, bool):
                 raise ConfigError(f"replicas={self.replicas!r}: expected 'auto', 'off' or a "
                                   "whole number >= 1")
-            self.replicas = _number("replicas", self.replicas, low=1, integer=True)
-        self.batch_size = _number("batch_size", self.batch_size, low=1, integer=True)
-        self.validation_split = _number("validation_split", self.validation_split, low=0,
+            self.replicas = check_number("replicas", self.replicas, low=1, integer=True)
+        self.batch_size = check_number("batch_size", self.batch_size, low=1, integer=True)
+        self.validation_split = check_number("validation_split", self.validation_split, low=0,
                                         low_open=True, high=0.9)
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"storage={self.storage!r}: expected a database URL string or null")
@@ -438,10 +445,10 @@ class SearchConfig(_YamlMixin):
             raise ConfigError(f"out_dir={self.out_dir!r}: expected a folder path")
         if not isinstance(self.prune, bool):
             raise ConfigError(f"prune={self.prune!r}: expected true or false")
-        self.divergence_factor = _number("divergence_factor", self.divergence_factor, low=1,
+        self.divergence_factor = check_number("divergence_factor", self.divergence_factor, low=1,
                                          low_open=True)
-        self.check_every = _number("check_every", self.check_every, low=1, integer=True)
-        self.max_consecutive_failures = _number(
+        self.check_every = check_number("check_every", self.check_every, low=1, integer=True)
+        self.max_consecutive_failures = check_number(
             "max_consecutive_failures", self.max_consecutive_failures, low=1, integer=True)
         if self.loss is not None and not isinstance(self.loss, str):
             raise ConfigError(f"loss={self.loss!r}: expected a Keras loss name")
@@ -453,7 +460,7 @@ class SearchConfig(_YamlMixin):
         self.metrics = list(self.metrics)
         if isinstance(self.verbose, bool):
             self.verbose = 2 if self.verbose else 0
-        self.verbose = _number("verbose", self.verbose, low=0, high=2, integer=True)
+        self.verbose = check_number("verbose", self.verbose, low=0, high=2, integer=True)
         for name in ("diagnose", "diagnose_after"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected true or false")

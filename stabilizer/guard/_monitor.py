@@ -52,6 +52,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from stabilizer.config import check_number
 from stabilizer.diagnosis import THRESHOLDS, Finding, dimensions_for
 from stabilizer.errors import ConfigError
 from stabilizer.telemetry import (
@@ -109,12 +110,6 @@ def monitor(model: keras.Model | None = None, *, every: int = 50, rescue: bool =
     return callback
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r}: expected a whole number >= 1")
-    return value
-
-
 class StabilityMonitor(keras.callbacks.Callback):
     """See `monitor` and the module docstring."""
 
@@ -124,20 +119,17 @@ class StabilityMonitor(keras.callbacks.Callback):
                  thresholds: dict[str, float] | None = None,
                  grad_norms: Sequence[float] = ()) -> None:
         super().__init__()
-        self.every = _positive_int("every", every)
-        self.max_rescues = _positive_int("max_rescues", max_rescues)
-        if not (isinstance(divergence_factor, (int, float)) and divergence_factor > 1):
-            raise ConfigError(f"divergence_factor={divergence_factor!r}: expected a number > 1")
-        if not (isinstance(clip_percentile, (int, float)) and 0 < clip_percentile <= 100):
-            raise ConfigError(f"clip_percentile={clip_percentile!r}: expected a number in "
-                              "(0, 100]")
+        self.every = check_number("every", every, low=1, integer=True)
+        self.max_rescues = check_number("max_rescues", max_rescues, low=1, integer=True)
+        self.divergence_factor = check_number("divergence_factor", divergence_factor, low=1,
+                                              low_open=True)
+        self.clip_percentile = check_number("clip_percentile", clip_percentile, low=0,
+                                            low_open=True, high=100)
         unknown = sorted(set(thresholds or {}) - set(THRESHOLDS))
         if unknown:
             raise ConfigError(f"thresholds: unknown key {unknown[0]!r}; expected keys of "
                               "stabilizer.diagnosis.THRESHOLDS")
         self.rescue = bool(rescue)
-        self.divergence_factor = float(divergence_factor)
-        self.clip_percentile = float(clip_percentile)
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.th = {**THRESHOLDS, **(thresholds or {})}
         #: every finding, in order (a `Finding` with the step it was seen at in evidence)

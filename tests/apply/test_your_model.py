@@ -85,7 +85,7 @@ def test_fit_kwargs_carry_batch_size_length_and_the_schedule_callbacks():
     assert [type(c) for c in kwargs["callbacks"]] == [ScheduleSpan]
     assert "batch_size" not in StabilityConfig().fit_kwargs()
     assert StabilityConfig().fit_kwargs(batch_size=8)["batch_size"] == 8
-    with pytest.raises(ConfigError, match="epochs=0: expected a whole number"):
+    with pytest.raises(ConfigError, match="epochs=0: expected a value >= 1"):
         config.fit_kwargs(epochs=0)
 
 
