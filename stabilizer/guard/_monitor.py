@@ -312,7 +312,8 @@ class StabilityMonitor(keras.callbacks.Callback):
             "nonfinite": nonfinite, "findings": [f.code for f in found],
             **{f"bn_{k}": _num(v) for k, v in bn_statistics(self.model).items()}}
         layer_norms = {name: _num(v) for name, v in zip(self._names, medians)}
-        updates = self._update_ratios()
+        current = [host_array(v) for v in self.model.variables]
+        updates = self._update_ratios(current)
         window["layer_grad_norm"] = layer_norms
         window["layer_update_ratio"] = updates
         self.windows.append(window)
@@ -322,7 +323,7 @@ class StabilityMonitor(keras.callbacks.Callback):
             self._report(finding)
         healthy = not nonfinite and (losses.size == 0 or np.isfinite(losses).all())
         if healthy:
-            self._save()
+            self._save(current)
             if rates.size:
                 self._healthy_rate = float(rates[-1])
 
@@ -337,12 +338,8 @@ class StabilityMonitor(keras.callbacks.Callback):
                 {"nonfinite_gradient": True}, keys, "a gradient was NaN/Inf in this window"))
         history = np.asarray(self._grad_norms[-5 * self.every:] + list(norms), np.float64)
         offset = len(history) - len(norms)
-        spikes = 0
-        for i in range(len(norms)):
-            before = history[max(0, offset + i - self.every):offset + i]
-            before = before[np.isfinite(before)]
-            if len(before) >= 5 and norms[i] > th["explode_factor"] * np.median(before):
-                spikes += 1
+        before, counts = _preceding(history, self.every, offset)
+        spikes = int(np.sum((counts >= 5) & (norms > th["explode_factor"] * before)))
         if spikes >= th["explode_spikes"]:
             found.append(self._finding(
                 "exploding_gradients", "Exploding gradients", "warning",
@@ -371,8 +368,8 @@ class StabilityMonitor(keras.callbacks.Callback):
         logs = np.log(finite)
         noise = 1.4826 * np.median(np.abs(logs - np.median(logs)))
         margin = max(math.log(th["spike_factor"]), 4 * noise)
-        spikes = sum(1 for i in range(5, len(logs))
-                     if logs[i] - np.median(logs[max(0, i - self.every):i]) > margin)
+        before, _ = _preceding(logs, self.every, 5)
+        spikes = int(np.sum(logs[5:] - before > margin))
         if spikes < th["loss_spikes"]:
             return []
         return [self._finding(
@@ -396,28 +393,30 @@ class StabilityMonitor(keras.callbacks.Callback):
             warnings.warn(f"step {self.step}: {finding.to_text()}", StabilityWarning,
                           stacklevel=2)
 
-    def _update_ratios(self) -> dict[str, float | None]:
+    def _update_ratios(self, current: list[np.ndarray]) -> dict[str, float | None]:
         """Each layer's ``||W_now - W_saved|| / ||W_saved||`` since the last saved window."""
         if self._saved is None or not self._names:
             return {}
         delta = np.zeros(len(self._names))
         size = np.zeros(len(self._names))
         with np.errstate(all="ignore"):
-            for variable, saved, layer in zip(self.model.variables, self._saved[0],
-                                              self._layer_of):
+            for now, saved, layer in zip(current, self._saved[0], self._layer_of):
                 if layer is None:
                     continue
-                now = host_array(variable).astype(np.float64)
+                now = now.astype(np.float64)
                 delta[layer] += float(np.sum(np.square(now - saved)))
                 size[layer] += float(np.sum(np.square(saved.astype(np.float64))))
             ratios = np.sqrt(delta / np.maximum(size, 1e-24))
         return {name: _num(r) for name, r in zip(self._names, ratios)}
 
     # -- the rescue -------------------------------------------------------------------------
-    def _save(self) -> None:
+    def _save(self, weights: list[np.ndarray] | None = None) -> None:
+        """Keep the weights (the next window's update ratios are measured from them) and,
+        for a rescue, the optimizer state."""
         model = self.model
-        self._saved = ([host_array(v) for v in model.variables],
-                       [host_array(v) for v in model.optimizer.variables])
+        weights = weights if weights is not None else [host_array(v) for v in model.variables]
+        self._saved = (weights, [host_array(v) for v in model.optimizer.variables]
+                       if self.rescue else [])
 
     def _restore(self) -> None:
         assert self._saved is not None
@@ -500,6 +499,17 @@ class StabilityMonitor(keras.callbacks.Callback):
         (out / "monitor.json").write_text(json.dumps(self.to_dict(), indent=2, default=str,
                                                      allow_nan=False) + "\n")
         return out
+
+
+def _preceding(values: np.ndarray, length: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values[start:]``: the median of the (up to) `length` finite values
+    before it, and how many there were (NaN where none), in one vectorized pass."""
+    padded = np.concatenate([np.full(length, np.nan), np.asarray(values, np.float64)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[start:len(values)]
+    counts = np.isfinite(windows).sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window with no finite value
+        return np.nanmedian(windows, axis=1), counts
 
 
 def _num(value: Any) -> float | None:

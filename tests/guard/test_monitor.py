@@ -171,6 +171,24 @@ def test_each_window_has_each_layers_update_ratio_from_the_weights():
     assert all(v == 0 for w in frozen.windows for v in w["layer_update_ratio"].values())
 
 
+def test_spikes_against_the_preceding_steps_are_found_in_the_gradients_and_the_loss():
+    guard = stabilizer.monitor(every=50)
+    guard._names = ["dense", "dense_1"]
+    rng = np.random.default_rng(0)
+    norms = rng.uniform(0.9, 1.1, 50)
+    norms[[20, 30, 40]] = 50.0  # 3 steps 50x the median before them
+    norms[10] = np.nan  # a NaN norm is neither a spike nor part of a median
+    found = guard._gradient_findings(norms, np.ones(2), nonfinite=False)
+    assert [(f.code, f.severity, f.evidence["spikes"]) for f in found] == [
+        ("exploding_gradients", "warning", 3)]
+    calm = guard._gradient_findings(rng.uniform(0.9, 1.1, 50), np.ones(2), nonfinite=False)
+    assert calm == []
+    losses = rng.uniform(0.95, 1.05, 50)
+    losses[[25, 35]] = 5.0
+    assert [f.evidence["spikes"] for f in guard._loss_findings(losses)] == [2]
+    assert guard._loss_findings(rng.uniform(0.95, 1.05, 50)) == []
+
+
 def test_a_nan_gradient_is_an_error_finding_with_its_evidence():
     model = mlp(0.005)
     x, y = data()
