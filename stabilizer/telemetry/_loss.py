@@ -54,61 +54,15 @@ def exploded_loss(loss: Any, first: Any, divergence_factor: float, ceiling: floa
     return ops.cast(ops.logical_not(healthy), "float32")
 
 
-class LossRecorder(keras.metrics.Metric):
-    """Per-step training loss buffer and divergence flag (fed by `compute_loss`).
-
-    A step diverges when its loss is not finite, exceeds `divergence_factor` times
-    the first step's loss, or, with a `ceiling` (`loss_ceiling`: a clipped
-    cross-entropy's maximum) and a first loss below 90% of it, passes halfway from
-    the first loss to the ceiling: far worse than the untrained model, which only
-    confident wrong answers reach.
-    `update_state` and `reset_state` do nothing: Keras resets metrics at each epoch
-    and before validation, but this buffer spans the whole probe.
-    The first step's loss, the divergence rule's reference, is read from slot 0 of
-    the buffer, so `capacity` must be at least 2 (a probe has at least 2 steps).
-    """
-
-    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss",
-                 ceiling: float = float("inf")) -> None:
-        super().__init__(name=name)
-        self.capacity = capacity
-        self.divergence_factor = divergence_factor
-        self.ceiling = ceiling
-        self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
-        self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
-
-    def record(self, loss: Any) -> None:
-        loss = ops.cast(ops.mean(loss), "float32")
-        count = self.count.value
-        step = ops.minimum(count, self.capacity - 1)
-        buffer = row_update(self.buffer.value, step, loss)
-        self.buffer.assign(buffer)
-        first = buffer[0]  # the first step's loss, written there at count 0
-        exploded = exploded_loss(loss, first, self.divergence_factor, self.ceiling)
-        self.diverged.assign(ops.maximum(self.diverged.value, exploded))
-        self.count.assign(count + 1)
-
-    def update_state(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def reset_state(self) -> None:
-        return None
-
-    def result(self) -> Any:
-        # A new value, not the variable itself: under JAX the variable's buffer is
-        # donated to the next step, and the logs that carry this result are read
-        # (asynchronously) after that.
-        return ops.cast(ops.greater(self.diverged.value, 0.5), "float32")
-
-
 class StepLosses(keras.metrics.Metric):
-    """Each training step's loss in a device buffer that its reader empties (`read`).
+    """Each training step's loss in a device buffer, fed by `compute_loss`.
 
-    For a reader that comes every `capacity` steps (`stabilizer.monitor`): nothing is
-    read back in between, and nothing shows in the logs (`result()` is empty), so
-    Keras keeps dispatching its batch callbacks asynchronously. Steps past `capacity`
-    before a read overwrite the last slot.
+    For a reader that comes every `capacity` steps (`stabilizer.monitor`) and empties it
+    (`read`): nothing is read back in between, and nothing shows in the logs (`result()`
+    is empty), so Keras keeps dispatching its batch callbacks asynchronously. Steps past
+    `capacity` before a read overwrite the last slot. `update_state` and `reset_state` do
+    nothing: Keras resets metrics at each epoch and before validation, but this buffer
+    spans them.
     """
 
     def __init__(self, capacity: int, name: str = "stab_step_losses") -> None:
@@ -117,12 +71,14 @@ class StepLosses(keras.metrics.Metric):
         self.buffer = self.add_variable(shape=(capacity,), initializer="zeros", name="buffer")
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count")
 
-    def record(self, loss: Any) -> None:
+    def record(self, loss: Any) -> tuple[Any, Any]:
+        """Write this step's (mean) loss; returns it and the buffer as written."""
+        loss = ops.cast(ops.mean(loss), "float32")
         count = self.count.value
-        step = ops.minimum(count, self.capacity - 1)
-        self.buffer.assign(row_update(self.buffer.value, step,
-                                      ops.cast(ops.mean(loss), "float32")))
+        buffer = row_update(self.buffer.value, ops.minimum(count, self.capacity - 1), loss)
+        self.buffer.assign(buffer)
         self.count.assign(count + 1)
+        return loss, buffer
 
     def read(self) -> np.ndarray:
         """The losses recorded since the last read (float64), and empty the buffer."""
@@ -139,6 +95,40 @@ class StepLosses(keras.metrics.Metric):
 
     def result(self) -> Any:
         return {}
+
+
+class LossRecorder(StepLosses):
+    """A probe's per-step training loss (`StepLosses`) and an on-device divergence flag.
+
+    A step diverges when its loss is not finite, exceeds `divergence_factor` times
+    the first step's loss, or, with a `ceiling` (`loss_ceiling`: a clipped
+    cross-entropy's maximum) and a first loss below 90% of it, passes halfway from
+    the first loss to the ceiling: far worse than the untrained model, which only
+    confident wrong answers reach. The flag is the metric's result, so it arrives in
+    the logs Keras already returns after each step.
+    The first step's loss, the divergence rule's reference, is read from slot 0 of
+    the buffer, so `capacity` must be at least 2 (a probe has at least 2 steps).
+    """
+
+    def __init__(self, capacity: int, divergence_factor: float, name: str = "stab_loss",
+                 ceiling: float = float("inf")) -> None:
+        super().__init__(capacity, name=name)
+        self.divergence_factor = divergence_factor
+        self.ceiling = ceiling
+        self.diverged = self.add_variable(shape=(), initializer="zeros", name="diverged")
+
+    def record(self, loss: Any) -> tuple[Any, Any]:
+        loss, buffer = super().record(loss)
+        first = buffer[0]  # the first step's loss, written there at count 0
+        exploded = exploded_loss(loss, first, self.divergence_factor, self.ceiling)
+        self.diverged.assign(ops.maximum(self.diverged.value, exploded))
+        return loss, buffer
+
+    def result(self) -> Any:
+        # A new value, not the variable itself: under JAX the variable's buffer is
+        # donated to the next step, and the logs that carry this result are read
+        # (asynchronously) after that.
+        return ops.cast(ops.greater(self.diverged.value, 0.5), "float32")
 
 
 def attach_loss_recorder(model: keras.Model, recorder: LossRecorder | StepLosses) -> None:
