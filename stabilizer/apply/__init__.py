@@ -23,6 +23,7 @@ from stabilizer.apply._build import (
 )
 from stabilizer.apply._configured import ConfiguredModel, build_configured_model
 from stabilizer.apply._layers import (
+    RECURRENT_INITIALIZER,
     activation_family,
     activation_name,
     has_batch_norm,
@@ -73,6 +74,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "matched_initializer",
+    "RECURRENT_INITIALIZER",
     "output_bias",
     "output_layer",
     "plateau_callback",

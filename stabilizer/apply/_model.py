@@ -1,6 +1,7 @@
 """Applying a `StabilityConfig` to the user's model: every layer knob in one rebuild.
 
-Initializers and BatchNormalization settings are rewritten with
+Initializers (a recurrent layer's recurrent kernel too: `RECURRENT_INITIALIZER`) and
+BatchNormalization settings are rewritten with
 `keras.models.clone_model(..., clone_function=...)` for Sequential and Functional
 models; the clone takes back the user's weights except those a new initializer redraws
 (`keep_weights`). Subclassed models cannot be cloned that way; for them the documented
@@ -21,7 +22,12 @@ import keras
 
 from stabilizer.apply._build import AppliedModel, CompileSpec
 from stabilizer.apply._initializer import initializer_for, keep_weights, kills_units
-from stabilizer.apply._layers import has_batch_norm, is_recurrent, layer_activations
+from stabilizer.apply._layers import (
+    RECURRENT_INITIALIZER,
+    has_batch_norm,
+    is_recurrent,
+    layer_activations,
+)
 from stabilizer.apply._normalization import replace_batch_norm
 from stabilizer.apply._output_bias import set_output_bias
 from stabilizer.config import SearchConfig, StabilityConfig
@@ -53,6 +59,11 @@ def apply_config(model: keras.Model, config: StabilityConfig, settings: SearchCo
                 keras.initializers.get(init))
             changes.append(f"{layer.name}: kernel_initializer={init}")
             redrawn.setdefault(layer.name, set()).add("kernel")
+            if "recurrent_initializer" in layer_config:
+                layer_config["recurrent_initializer"] = keras.initializers.serialize(
+                    keras.initializers.get(RECURRENT_INITIALIZER))
+                changes.append(f"{layer.name}: recurrent_initializer={RECURRENT_INITIALIZER}")
+                redrawn[layer.name].add("recurrent_kernel")
         if kills_units(config, layer_config.get("bias_initializer"),
                         activations.get(layer.name, "linear")):
             layer_config["bias_initializer"] = "zeros"
@@ -143,6 +154,15 @@ def rewrite_in_place(model: keras.Model, config: StabilityConfig, activations: d
                 kernel.assign(init(tuple(kernel.shape), dtype=kernel.dtype))
             target.kernel_initializer = init
             changes.append(f"{layer.name}: kernel_initializer={init_name} (in place)")
+            if hasattr(target, "recurrent_initializer"):
+                recurrent = keras.initializers.get(RECURRENT_INITIALIZER)
+                state_kernel = getattr(target, "recurrent_kernel", None)
+                if state_kernel is not None:
+                    state_kernel.assign(recurrent(tuple(state_kernel.shape),
+                                                  dtype=state_kernel.dtype))
+                target.recurrent_initializer = recurrent
+                changes.append(f"{layer.name}: recurrent_initializer={RECURRENT_INITIALIZER} "
+                               "(in place)")
         if target is not None and kills_units(config, getattr(target, "bias_initializer", None),
                                                activations.get(layer.name, "linear")):
             bias = getattr(target, "bias", None)

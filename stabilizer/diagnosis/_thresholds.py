@@ -141,6 +141,12 @@ otherwise); its running product over the layers is the signal's variance drift.
   or Constant kernels whose gain is above ``large_init_gain`` (10; the
   pre-activation scale grows more than 3x per layer), or whose drift leaves
   [1/``init_drift``, ``init_drift``]. Warning.
+- ``large_init`` also for a recurrent cell whose square recurrent kernel (SimpleRNN-type
+  cells; gated cells' kernels hold one block per gate and are left out) has a spectral
+  radius, measured on the drawn kernel, above ``recurrent_radius`` (1.25): the state is
+  multiplied by it once per time step, so a linear or ReLU recurrence grows by about
+  radius ** T over T steps (1.25 ** 30, about 800x, at 30 steps; Keras' default,
+  orthogonal with gain 1, has radius 1). Warning.
 - ``output_offset``: the untrained model's loss on the validation sample is at
   least ``output_offset`` (2) times what it is with the output layer's bias at the
   best constant prediction of the training targets (`stabilizer.apply.output_bias`:
@@ -235,6 +241,7 @@ THRESHOLDS: dict[str, float] = {
     "bn_init_weight": 0.1,
     "init_drift": 100.0,
     "large_init_gain": 10.0,
+    "recurrent_radius": 1.25,
     "output_offset": 2.0,
     "lr_margin": 1.0,
 }

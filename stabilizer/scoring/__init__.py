@@ -23,6 +23,11 @@ For each seed of a candidate the probe's trace gives:
   ends is fitting the training data and not the problem: trained for longer (the
   run the probe stands for) its validation loss climbs back and parts between seeds.
 
+The untrained loss stands for the problem's loss scale only up to ``SCALE_CAP`` (100)
+times the chance level (`loss_scale`): beyond that (an initialization that explodes
+before the first step) the floors and ``L_ref`` below are drawn from 100x the chance
+level instead, or every final loss would look the same under a floor of 5e18.
+
 Seeds are combined by median (the gap's median floored at 0: a validation loss
 below the training loss is no merit); ``seed_spread`` is the standard deviation of
 ``log(final_val_loss + floor)`` across seeds (``floor`` = 5% of ``L_ref``). With
@@ -46,9 +51,12 @@ from stabilizer.scoring._records import jsonable
 from stabilizer.scoring._score import (
     DIVERGED_SCORE,
     LOSS_FLOOR,
+    SCALE_CAP,
     THRESHOLDS,
     WEIGHTS,
     ScoreComponents,
+    loss_scale,
+    score_seeds,
     score_traces,
     seed_metrics,
 )
@@ -67,14 +75,17 @@ __all__ = [
     "DIVERGED_SCORE",
     "LOSS_FLOOR",
     "MIN_WINDOW",
+    "SCALE_CAP",
     "THRESHOLDS",
     "WEIGHTS",
     "ScoreComponents",
     "explode_rate",
     "generalization_gap",
     "jsonable",
+    "loss_scale",
     "oscillation",
     "preceding_median",
+    "score_seeds",
     "score_traces",
     "seed_metrics",
     "spike_rate",

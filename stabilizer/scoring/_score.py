@@ -20,8 +20,8 @@ from stabilizer.scoring._stats import (
 )
 from stabilizer.telemetry import ProbeTrace
 
-__all__ = ["DIVERGED_SCORE", "WEIGHTS", "THRESHOLDS", "ScoreComponents", "score_traces",
-           "seed_metrics"]
+__all__ = ["DIVERGED_SCORE", "SCALE_CAP", "WEIGHTS", "THRESHOLDS", "ScoreComponents",
+           "loss_scale", "score_seeds", "score_traces", "seed_metrics"]
 
 DIVERGED_SCORE = -50.0
 WEIGHTS = {"oscillation": 0.5, "spike_rate": 2.0, "explode_rate": 2.0,
@@ -33,14 +33,33 @@ THRESHOLDS = {"oscillation": 0.35, "spike_rate": 0.03, "explode_rate": 0.03,
 #: Losses are compared as log(loss + floor), floor = this share of the untrained
 #: validation loss, so a loss approaching zero is not read as oscillating.
 LOSS_FLOOR = 0.05
+#: The untrained loss stands for the problem's loss scale only up to this many times
+#: the chance level (`loss_scale`).
+SCALE_CAP = 100.0
+
+
+def loss_scale(initial: float, chance: float) -> float:
+    """The problem's loss scale: the untrained validation loss, at most `SCALE_CAP` times
+    the chance level when that is known.
+
+    An untrained model a hundred times worse than a constant prediction (a recurrence
+    that grows its state 2 ** 50-fold, outputs in the thousands) has a loss that says
+    nothing of the losses training reaches; the floor and the reference drawn from it
+    would make every candidate's final loss look the same (a floor of 5e18 under losses
+    of 0.2 and 0.9) and their seed spread zero.
+    """
+    if math.isfinite(chance) and chance > 0 and not initial <= SCALE_CAP * chance:
+        return SCALE_CAP * chance
+    return initial
 
 
 def seed_metrics(trace: ProbeTrace) -> dict[str, float]:
     """The per-seed components of one trace (see the module docstring)."""
     final = trace.val_loss[-1] if trace.val_loss else float("nan")
     initial = trace.initial_val_loss
-    finite = math.isfinite(final) and math.isfinite(initial) and initial > 0
-    floor = LOSS_FLOOR * initial if finite else 0.0
+    scale = loss_scale(initial, trace.chance_loss)
+    finite = math.isfinite(final) and math.isfinite(scale) and scale > 0
+    floor = LOSS_FLOOR * scale if finite else 0.0
     return {
         "diverged": float(trace.diverged or not math.isfinite(final)),
         "initial_val_loss": initial,
@@ -119,11 +138,20 @@ class ScoreComponents:
 def score_traces(traces: Sequence[ProbeTrace],
                  reference_loss: float | None = None) -> ScoreComponents:
     """Score one candidate from its per-seed traces (see the module docstring)."""
-    per_seed = [seed_metrics(t) for t in traces]
+    return score_seeds([seed_metrics(t) for t in traces], reference_loss)
+
+
+def score_seeds(per_seed: Sequence[dict[str, float]],
+                reference_loss: float | None = None) -> ScoreComponents:
+    """Score one candidate from its seeds' `seed_metrics` (a stored ``per_seed`` list, with
+    None for a value that was not finite, or those of more seeds appended to it)."""
+    per_seed = [{k: math.nan if v is None else v for k, v in s.items()} for s in per_seed]
     diverged = any(s["diverged"] for s in per_seed)
     finals = np.array([s["final_val_loss"] for s in per_seed])
     ref = reference_loss if reference_loss is not None and math.isfinite(reference_loss) \
         and reference_loss > 0 else float(np.nanmedian([s["initial_val_loss"] for s in per_seed]))
+    chances = [s["chance_loss"] for s in per_seed if math.isfinite(s.get("chance_loss", math.nan))]
+    ref = loss_scale(ref, float(np.median(chances)) if chances else float("nan"))
 
     def med(key: str) -> float:
         values = [s[key] for s in per_seed if math.isfinite(s[key])]

@@ -306,6 +306,29 @@ def test_large_stddev_normal_is_large_init():
     assert codes_of(scenarios.deep_sigmoid_large_init())["large_init"] == "warning"
 
 
+def _rnn(recurrent_initializer: object, cell: str = "SimpleRNN") -> keras.Model:
+    return keras.Sequential([keras.Input((30, 2)),
+                             getattr(keras.layers, cell)(
+                                 16, activation="relu",
+                                 recurrent_initializer=recurrent_initializer),
+                             keras.layers.Dense(1)])
+
+
+def test_a_recurrent_kernel_with_spectral_radius_above_one_is_large_init():
+    model = _rnn(keras.initializers.Orthogonal(gain=2.0))
+    findings, _ = check_initializers(model)
+    (large,) = [f for f in findings if f.code == "large_init"]
+    assert large.severity == "warning" and large.dimensions == ("initializer",)
+    (radius,) = [v for k, v in large.evidence.items() if k.endswith(".recurrent_radius")]
+    assert radius == pytest.approx(2.0, rel=1e-3)
+    assert large.layers == [model.layers[0].cell.name]
+
+
+def test_keras_default_recurrent_kernels_are_not_large_init():
+    assert "large_init" not in codes_of(_rnn("orthogonal"))
+    assert "large_init" not in codes_of(_rnn(keras.initializers.Orthogonal(gain=2.0), "LSTM"))
+
+
 # -- pure checks on scripted traces (exact) ---------------------------------------------
 
 

@@ -124,6 +124,21 @@ def test_near_zero_losses_are_not_read_as_seed_spread():
     assert c.seed_spread < 0.05 and "seed_spread" not in " ".join(c.reasons)
 
 
+def test_an_untrained_loss_far_above_chance_does_not_flatten_the_scale():
+    """A model that explodes before its first step (untrained loss 1e20, chance 0.17):
+    the scale is 100x the chance level, so final losses of 0.2 and 0.9 still rank, and
+    seeds at 0.2 and 0.8 still part; with the chance level unknown it stays 1e20."""
+    fall = np.geomspace(1.0, 0.2, 100)
+
+    def scored(*finals, chance=0.17):
+        return score_traces([trace(fall, val=[v], initial=1e20, chance=chance) for v in finals])
+
+    assert scored(0.2, 0.2).reference_loss == pytest.approx(17.0)
+    assert scored(0.2, 0.2).score > scored(0.9, 0.9).score + 1
+    assert scored(0.2, 0.8).seed_spread > 0.15
+    assert scored(0.2, 0.8, chance=math.nan).seed_spread < 1e-9  # the old flattening
+
+
 def test_ranking_prefers_lower_final_loss_at_equal_stability():
     good = score_traces([trace(SMOOTH, val=[0.1])], reference_loss=2.0)
     worse = score_traces([trace(SMOOTH, val=[0.4])], reference_loss=2.0)

@@ -1,5 +1,6 @@
 """Static checks of the initializers, before any training: the `init_mismatch`,
-`large_init` and `small_init` findings.
+`large_init` and `small_init` findings (`large_init` also for a recurrent kernel whose
+spectral radius grows the state over the time steps).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stabilizer.apply import (
 from stabilizer.diagnosis._finding import Finding
 from stabilizer.diagnosis._thresholds import THRESHOLDS, _dims
 from stabilizer.keras_internals import flat_layers
+from stabilizer.telemetry import host_array
 
 __all__ = ["check_initializers"]
 
@@ -126,6 +128,7 @@ def check_initializers(model: keras.Model, thresholds: dict[str, float] | None =
             "fan_in * Var(W) is large: pre-activations grow layer by layer, to "
             f"{peak:.3g}x the input variance ({_initializer_names(large)})",
             [r["layer"] for r in large]))
+    _recurrent_radius(model, th, findings)
     if plain and trough < 1 / th["init_drift"]:
         small = [r for r in plain if r["variance_gain"] < 1]
         evidence = {f"{r['layer']}.variance_gain": r["variance_gain"] for r in small}
@@ -137,6 +140,40 @@ def check_initializers(model: keras.Model, thresholds: dict[str, float] | None =
             f"{trough:.3g}x the input variance ({_initializer_names(small)})",
             [r["layer"] for r in small]))
     return findings, records
+
+
+def _recurrent_radius(model: keras.Model, th: dict[str, float],
+                      findings: list[Finding]) -> None:
+    """Add the recurrent kernels whose spectral radius is above ``recurrent_radius`` to
+    the `large_init` finding (made when there is none)."""
+    evidence: dict[str, float] = {}
+    layers: list[str] = []
+    for layer in flat_layers(model):
+        kernel = getattr(layer, "recurrent_kernel", None)
+        if kernel is None or isinstance(layer, keras.layers.RNN):
+            continue  # the cell holds the kernel (an RNN layer's is a view of it)
+        shape = tuple(int(d) for d in kernel.shape)
+        if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+            continue  # gated cells: one block per gate
+        radius = float(np.max(np.abs(np.linalg.eigvals(host_array(kernel).astype("float64")))))
+        if radius > th["recurrent_radius"]:
+            evidence[f"{layer.name}.recurrent_radius"] = radius
+            layers.append(layer.name)
+    if not layers:
+        return
+    text = ("the recurrent kernel's spectral radius is above 1: the state grows by about "
+            f"that factor per time step ({', '.join(f'{k} {v:.3g}' for k, v in evidence.items())})")
+    for finding in findings:
+        if finding.code == "large_init":
+            finding.evidence.update(evidence)
+            finding.thresholds["recurrent_radius"] = th["recurrent_radius"]
+            finding.message += f"; {text}"
+            finding.layers.extend(layers)
+            return
+    findings.append(Finding(
+        "large_init", "initializer scale too large for the layer's fan-in", "warning",
+        evidence, {"recurrent_radius": th["recurrent_radius"]}, _dims("large_init"), text,
+        layers))
 
 
 def _initializer_names(records: list[dict[str, Any]]) -> str:
