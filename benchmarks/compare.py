@@ -258,6 +258,9 @@ def stabilizer_search(build_fn: Any, data: Any, settings: Any, workdir: Path) ->
     for rung in result.rungs[1:]:  # the ladder's longer probes
         probe_seconds += rung["cost"]["seconds"]
         steps += rung["cost"]["steps"]
+    if result.finals:  # the finalists' probes on more seeds
+        probe_seconds += result.finals["cost"]["seconds"]
+        steps += result.finals["cost"]["steps"]
     diagnosis = result.diagnosis
     tests = [diagnosis.lr_range, diagnosis.repaired_lr_range] if diagnosis is not None else []
     for lr_test in tests:  # training runs like the probes

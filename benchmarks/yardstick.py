@@ -425,6 +425,11 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"probes on {p['seeds']} seeds; judge {p['judge_seeds']} seeds at each scenario's "
              f"training length. Code {report['code']}; machine: {report['machine']}; "
              f"{t['wall_seconds']:.0f} s of scenario wall time.", "",
+             *[f"Overlaid: {', '.join(o['methods'])} on {len(o['scenarios'])} scenarios from "
+               f"`{Path(o['file']).name}` (code {o['code']}; the baseline's mean final loss "
+               f"moved by at most {o['baseline_mean_final_moved_max']:.1%})."
+               for o in report.get("overlays", [])],
+             *([""] if report.get("overlays") else []),
              "| method | repair rate | 90% interval | stabilizer minus it (90% interval) | "
              "controls kept | probe steps | search s |", "|---|---|---|---|---|---|---|"]
     for m in p["methods"]:
@@ -483,6 +488,35 @@ def _write(out: str, name: str, report: dict[str, Any], order: list[str]) -> str
     return markdown
 
 
+def apply_overlay(rows: list[dict[str, Any]], path: str) -> dict[str, Any]:
+    """Replace, in `rows`, the methods that the run in `path` ran (and the baseline's
+    judgement) for each scenario it holds; each replaced entry names its code version.
+    Returns what was replaced, with how far the baseline's mean final loss moved (the
+    judge's training is seeded: a rerun of it should not move it)."""
+    over = json.loads(Path(path).read_text())
+    methods = ("baseline", *over["preset"]["methods"])
+    by_name = {r["scenario"]: r for r in rows}
+    moved = []
+    for row in over["rows"]:
+        target = by_name.get(row["scenario"])
+        if target is None:
+            raise SystemExit(f"--overlay={path}: scenario {row['scenario']!r} is not in the "
+                             "merged table; expected the preset's scenarios")
+        old = target["methods"]["baseline"].get("judge", {}).get("mean_finite_final")
+        new = row["methods"]["baseline"].get("judge", {}).get("mean_finite_final")
+        if old is not None and new is not None:
+            moved.append(abs(new - old) / max(abs(old), 1e-12))
+        for m in methods:
+            target["methods"][m] = {**row["methods"][m], "code": over["code"]}
+        if "baseline_healthy" in row:
+            target["baseline_healthy"] = row["baseline_healthy"]
+        target.setdefault("overlaid", []).append(over["code"])
+    return {"file": str(path), "code": over["code"], "machine": over["machine"],
+            "command": over["command"], "methods": list(methods),
+            "scenarios": [r["scenario"] for r in over["rows"]],
+            "baseline_mean_final_moved_max": max(moved, default=0.0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.yardstick",
                                      description=(__doc__ or "").splitlines()[0])
@@ -498,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the scenarios already in the output JSON")
     parser.add_argument("--merge", action="store_true",
                         help="merge the preset's shard files into one table; run nothing")
+    parser.add_argument("--overlay", action="append", default=[], metavar="JSON",
+                        help="with --merge: a later run's result file (another --out) whose "
+                        "rows replace, scenario by scenario, the methods it ran and the "
+                        "baseline's judgement; repeatable, applied in order")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -529,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
             report.setdefault("shards", []).append({"file": path.name,
                                                     "code": shard_report["code"],
                                                     "machine": shard_report["machine"]})
+        for overlay in args.overlay:
+            report.setdefault("overlays", []).append(apply_overlay(report["rows"], overlay))
         print(_write(args.out, name, report, list(preset.scenarios)))
         return 0
     path = Path(args.out) / f"{name}.json"

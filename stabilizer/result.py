@@ -143,8 +143,11 @@ class StabilityResult:
     #: configuration and of each candidate that reached it (`baseline` and `best` are
     #: compared at the last one)
     rungs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    #: what the ladder saw: candidates per rung, fading advantages
+    #: what the ladder saw: candidates per rung, fading advantages, the finalists' seeds
     ladder_notes: list[str] = dataclasses.field(default_factory=list)
+    #: the finalists measured on more seeds before the choice: steps, seeds, trials and
+    #: what their new probes cost (steps and seconds); {} when they were not
+    finals: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.trials = TrialTable(self.trials)

@@ -163,6 +163,35 @@ def test_shards_are_written_apart_and_merged_into_one_table(tmp_path, monkeypatc
     np.testing.assert_equal(len(merged["shards"]), 2)
 
 
+def test_a_later_run_overlays_the_methods_it_ran_on_the_merged_table(tmp_path, monkeypatch):
+    def fake(repaired):
+        def run(name, preset, search_seed=0):
+            return _row(name, zoo.get(name).healthy, repaired)
+        return run
+    names = ",".join(yardstick.QUICK)
+    monkeypatch.setattr(yardstick, "run_scenario", fake({"optuna_tpe"}))
+    assert yardstick.main(["--preset", "quick", "--scenarios", names, "--shard", "1/1",
+                           "--methods", "stabilizer,optuna_tpe", "--out", str(tmp_path)]) == 0
+    later = tmp_path / "later"
+    monkeypatch.setattr(yardstick, "run_scenario", fake({"stabilizer"}))
+    assert yardstick.main(["--preset", "quick", "--scenarios", yardstick.QUICK[0],
+                           "--methods", "stabilizer", "--out", str(later)]) == 0
+    assert yardstick.main(["--preset", "quick", "--merge", "--out", str(tmp_path), "--overlay",
+                           str(later / "yardstick_quick.json")]) == 0
+    merged = json.loads((tmp_path / "yardstick_quick.json").read_text())
+    first, second = merged["rows"][:2]
+    assert first["methods"]["stabilizer"]["repaired"] and "code" in first["methods"]["stabilizer"]
+    shard = json.loads((tmp_path / "yardstick_quick_shard1of1.json").read_text())
+    assert first["methods"]["optuna_tpe"] == shard["rows"][0]["methods"]["optuna_tpe"]
+    assert not second["methods"]["stabilizer"]["repaired"] and "overlaid" not in second
+    (overlay,) = merged["overlays"]
+    assert overlay["scenarios"] == [yardstick.QUICK[0]]
+    assert overlay["methods"] == ["baseline", "stabilizer"]
+    assert overlay["baseline_mean_final_moved_max"] == 0.0
+    assert "Overlaid: baseline, stabilizer on 1 scenarios" in (
+        tmp_path / "yardstick_quick.md").read_text()
+
+
 def test_the_anytime_choice_is_the_best_of_the_first_k_trials():
     records = [("a", 3.0), ("b", 1.0), ("c", 0.5), ("d", 1.0)]
     assert yardstick.best_so_far(records, 1) == "a"

@@ -367,9 +367,11 @@ def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[s
     The budget counts every probe at full length (pruning only shortens it): the user's
     configuration and each trial on every seed, the LR range test of the diagnosis, and
     each rung of the ladder (a third of the candidates below it, at least one, and the
-    user's configuration, on every seed).
+    user's configuration, on every seed), and the finalists (`FINALISTS` of them and the
+    user's configuration) on the seeds after `seeds` up to `final_seeds`.
     """
     from stabilizer.errors import mask_secrets
+    from stabilizer.search import FINALISTS
 
     seeds, steps = settings.seeds, settings.probe_steps
     flat = (settings.trials + 1) * seeds * steps + (steps if settings.diagnose else 0)
@@ -377,6 +379,7 @@ def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[s
     for rung in horizon.rungs[1:]:
         going = max(1, going // 3)
         ladder += (going + 1) * seeds * rung
+    finals = (min(FINALISTS, going) + 1) * max(0, settings.seeds_final - seeds) * horizon.rungs[-1]
     storage = settings.storage or f"sqlite:///{Path(settings.out_dir) / settings.study}.db"
     return [f"study:      {settings.study!r} in {mask_secrets(storage)}"
             + (f" ({workers} workers)" if workers > 1 else ""),
@@ -385,8 +388,9 @@ def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[s
             + f"), space {settings.space if isinstance(settings.space, str) else 'custom'}",
             f"probes:     {seeds} seed(s) x {steps} steps, {settings.evaluations} evaluations",
             f"horizon:    {horizon.describe()}",
-            f"budget:     at most {flat + ladder:,} optimizer steps ({flat:,} for your "
-            f"configuration, the trials and the LR range test; {ladder:,} for the ladder)",
+            f"budget:     at most {flat + ladder + finals:,} optimizer steps ({flat:,} for "
+            f"your configuration, the trials and the LR range test; {ladder:,} for the "
+            f"ladder; {finals:,} for the finalists on {settings.seeds_final} seeds)",
             *([] if settings.time_limit is None else
               [f"time limit: {settings.time_limit:g} s"]),
             "dry run: nothing was created"]

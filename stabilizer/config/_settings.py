@@ -356,6 +356,11 @@ class SearchConfig(_YamlMixin):
     evaluations: int = _field(4, "validation passes per probe; the steps are split evenly")
     seeds: int = _field(2, "seeds per candidate; run-to-run spread is measured over them")
     seed: int = _field(0, "seed of the sampler and of the probe seeds")
+    final_seeds: int | None = _field(
+        None, "seeds the finalists (the best 3 candidates at the longest probe length, and "
+        "your configuration) are measured on before the choice: their probes on the first "
+        "`seeds` are kept and the rest run now, so the seed spread the choice weighs rests "
+        "on more runs. None: twice `seeds`; at most `seeds` turns it off")
     replicas: str | int = _field(
         "auto", "a candidate's seeds trained together as replicas in one program: 'auto' (as "
         "many as fit in memory), 'off' (one after another), or the most per program (a "
@@ -424,6 +429,9 @@ class SearchConfig(_YamlMixin):
                 f"evaluations={self.evaluations}: expected at most probe_steps={self.probe_steps}")
         self.seeds = check_number("seeds", self.seeds, low=1, integer=True)
         self.seed = check_number("seed", self.seed, low=0, integer=True)
+        if self.final_seeds is not None:
+            self.final_seeds = check_number("final_seeds", self.final_seeds, low=1,
+                                            integer=True)
         if self.replicas not in ("auto", "off"):
             if isinstance(self.replicas, str) or isinstance(self.replicas, bool):
                 raise ConfigError(f"replicas={self.replicas!r}: expected 'auto', 'off' or a "
@@ -480,6 +488,11 @@ class SearchConfig(_YamlMixin):
         base = config.to_dict() if config is not None else {}
         base.update({k: v for k, v in options.items() if v is not None})
         return cls.from_dict(base)
+
+    @property
+    def seeds_final(self) -> int:
+        """How many seeds the finalists are measured on (`final_seeds`, or twice `seeds`)."""
+        return 2 * self.seeds if self.final_seeds is None else self.final_seeds
 
     @property
     def study(self) -> str:

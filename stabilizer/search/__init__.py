@@ -5,7 +5,9 @@ the runner that holds a whole search together, and the worker processes that sha
 - `BaseDriver` (`_base.py`) and its two implementations, `stabilizer.search.optuna`
   (the default) and `stabilizer.search.keras_tuner`; `make_driver` picks one.
 - `Evaluator` (`_evaluator.py`): one candidate's probes over every seed, scored.
-- `choose_best` (`_choice.py`): which candidate a search hands back.
+- `choose_best` (`_choice.py`): which candidate a search hands back; the ladder
+  (`_ladder.py`) makes that choice at the longest rung, after the finalists were
+  measured on more seeds (`_finals.py`, `FINALISTS`).
 - `Fingerprint` (`_fingerprint.py`): what a study was made for, checked on resume.
 - `clearly_worse`, `catch_interrupts`, `quiet_optuna` (`_policy.py`): what both drivers
   do alike.
@@ -18,6 +20,7 @@ from __future__ import annotations
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import CLEAR_MARGIN, Choice, choose_best, clear_gain, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
+from stabilizer.search._finals import FINALISTS
 from stabilizer.search._fingerprint import DEFAULT_STUDY_PREFIX, Fingerprint, study_fingerprint
 from stabilizer.search._policy import (
     catch_interrupts,
@@ -39,6 +42,7 @@ from stabilizer.search.optuna import OptunaDriver
 __all__ = [
     "CLEAR_MARGIN",
     "DEFAULT_STUDY_PREFIX",
+    "FINALISTS",
     "BaseDriver",
     "Choice",
     "Evaluation",

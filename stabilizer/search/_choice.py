@@ -28,7 +28,7 @@ from typing import Any
 from stabilizer.result import Candidate, TrialRecord, applied_only
 from stabilizer.scoring import THRESHOLDS, ScoreComponents
 
-__all__ = ["CLEAR_MARGIN", "Choice", "choose_best", "clear_gain", "restore_nan"]
+__all__ = ["CLEAR_MARGIN", "Choice", "choice_rank", "choose_best", "clear_gain", "restore_nan"]
 
 #: "Well above" a threshold: this many times it (seed spread and oscillation).
 CLEAR_MARGIN = 1.5
@@ -67,7 +67,7 @@ def clear_gain(baseline: ScoreComponents) -> str:
     return ""
 
 
-def _rank(components: ScoreComponents) -> tuple[bool, bool, float]:
+def choice_rank(components: ScoreComponents) -> tuple[bool, bool, float]:
     """Stable before unstable, anything before diverged, then by score."""
     return (components.verdict == "stable", not components.diverged, components.score)
 
@@ -90,7 +90,7 @@ def choose_best(records: Sequence[TrialRecord], baseline: Candidate) -> Choice:
         comps = ScoreComponents.from_dict(restore_nan(record.components))
         if comps.diverged or not math.isfinite(comps.score):
             continue
-        if _rank(comps) > _rank(best.components):
+        if choice_rank(comps) > choice_rank(best.components):
             best = Candidate(record.config, comps, record.curves, record.user_params,
                              record.number)
     if best is baseline:

@@ -94,11 +94,14 @@ class Evaluator:
         self.plan = ProbePlan.from_settings(settings)
 
     def evaluate(self, config: StabilityConfig, hp: Any = None,
-                 report: Reporter | None = None, plan: ProbePlan | None = None) -> Evaluation:
-        """`config` probed on every seed, for `plan` (default: `probe_steps` long)."""
+                 report: Reporter | None = None, plan: ProbePlan | None = None,
+                 seeds: list[int] | None = None) -> Evaluation:
+        """`config` probed on every seed (`seeds`, default `probe_seeds`), for `plan`
+        (default: `probe_steps` long)."""
         hook = self._hook(report) if report is not None else None
         run = run_probes(self.build_fn, self.data, config, self.settings,
-                         probe_seeds(self.settings), hp=hp, plan=plan or self.plan,
+                         probe_seeds(self.settings) if seeds is None else seeds, hp=hp,
+                         plan=plan or self.plan,
                          hooks={0: hook} if hook is not None else None)
         curves = [summarize_trace(t) for t in run.traces]
         if hook is not None and hook.pruned:

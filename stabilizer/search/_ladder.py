@@ -96,6 +96,8 @@ class LadderChoice:
     rungs: list[Rung]
     notes: list[str]
     fading: dict[int, str]
+    #: the finalists on more seeds (`stabilizer.search._finals`): steps, seeds, trials, cost
+    finals: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _rank(components: ScoreComponents) -> tuple[bool, bool, float]:

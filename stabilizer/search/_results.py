@@ -9,10 +9,11 @@ import optuna
 from stabilizer.config import SearchConfig, StabilityConfig, one_line
 from stabilizer.diagnosis import Diagnosis
 from stabilizer.errors import ConfigError, StabilizerError, mask_secrets
-from stabilizer.probe import Horizon
+from stabilizer.probe import Horizon, ProbePlan
 from stabilizer.result import Candidate, StabilityResult
 from stabilizer.scoring import ScoreComponents
 from stabilizer.search._choice import choose_best, restore_nan
+from stabilizer.search._finals import on_more_seeds
 from stabilizer.search._ladder import choose_on_ladder, stored_rungs
 from stabilizer.search.optuna import journal_path, open_storage, records_from_study
 from stabilizer.space import load_space
@@ -78,13 +79,18 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
     else:
         ladder = choose_on_ladder(stored_rungs(attrs.get, horizon, records, baseline),
                                   records, baseline, horizon)
+        ladder = on_more_seeds(ladder, records, seeds=settings.seeds,
+                               final_seeds=settings.seeds_final, seed=settings.seed,
+                               plan=ProbePlan.from_settings(settings),
+                               reference=baseline.components.reference_loss, load=attrs.get)
         choice, compared = ladder.choice, ladder.baseline
         rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes
     result = StabilityResult(best=choice.best, baseline=compared, choice_note=choice.note,
                              trials=records, settings=settings, space_name=space,
                              study_name=study_name, storage=mask_secrets(storage),
                              space_notes=list(attrs.get("space_notes") or []),
-                             horizon=horizon, rungs=rungs, ladder_notes=notes)
+                             horizon=horizon, rungs=rungs, ladder_notes=notes,
+                             finals=ladder.finals if horizon is not None else {})
     if stored.get("diagnosis"):
         result.diagnosis = Diagnosis.from_dict(stored["diagnosis"])
         if isinstance(settings.space, str):

@@ -26,6 +26,7 @@ from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import choose_best, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
+from stabilizer.search._finals import finalists, on_more_seeds, probe_finalist
 from stabilizer.search._fingerprint import Fingerprint, study_fingerprint
 from stabilizer.search._ladder import LadderChoice, choose_on_ladder, climb
 from stabilizer.search._policy import catch_interrupts, quiet_optuna, raise_if_interrupted
@@ -86,9 +87,11 @@ def run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
     again), the space focused by the diagnosis, the diagnosis's first trials queued,
     the trials (here or in `workers` processes), the ladder (`climb_ladder`: the
     surviving candidates probed longer, up to a share of the user's training length,
-    and the choice made at the longest rung; see `stabilizer.search._ladder`), then the
-    chosen configuration diagnosed on the same seeds (the "after"). A worker process
-    runs trials only (``diagnose_after=False, climb_ladder=False``).
+    and the choice made at the longest rung; see `stabilizer.search._ladder`), the
+    finalists on `final_seeds` seeds and the choice made again with them
+    (`stabilizer.search._finals`), then the chosen configuration diagnosed on the same
+    seeds (the "after"). A worker process runs trials only (``diagnose_after=False,
+    climb_ladder=False``).
     """
     with quiet_optuna(settings.verbose):  # Optuna's INFO lines and warnings: this search only
         return _run_search(build_fn, data, space, settings, progress=progress,
@@ -147,6 +150,8 @@ def _run_search(build_fn: Callable[..., Any], data: Any, space: SearchSpace,
                               on_probe=_ladder_line if settings.verbose >= 2 else None)
                 raise_if_interrupted()
                 ladder = choose_on_ladder(rungs, records, baseline, prepared.horizon)
+                ladder = _on_more_seeds(driver, evaluator, ladder, records, progress)
+                raise_if_interrupted()
             result = _result(records, baseline, before, settings, fitted, driver, build_fn,
                              probe_data, space_notes, prepared.horizon, ladder)
             if diagnose_after and settings.diagnose and settings.diagnose_after:
@@ -174,6 +179,27 @@ def _phase(progress: Any, text: str) -> None:
         phase(text)
 
 
+def _on_more_seeds(driver: BaseDriver, evaluator: Evaluator, ladder: LadderChoice,
+                   records: list[TrialRecord], progress: Any) -> LadderChoice:
+    """The finalists measured on `final_seeds` seeds and the choice made again
+    (`stabilizer.search._finals`); not when the search is out of time."""
+    settings = evaluator.settings
+    if settings.seeds_final <= settings.seeds or not finalists(ladder):
+        return ladder
+    if driver.out_of_time():
+        return dataclasses.replace(ladder, notes=[
+            *ladder.notes, f"finalists not measured on {settings.seeds_final} seeds: the "
+            "time limit was reached"])
+    steps = ladder.rungs[-1].steps
+    plan = evaluator.plan if steps == evaluator.plan.total_steps else evaluator.plan.longer(steps)
+    _phase(progress, f"the finalists on {settings.seeds_final} seeds")
+    return on_more_seeds(ladder, records, seeds=settings.seeds,
+                         final_seeds=settings.seeds_final, seed=settings.seed, plan=plan,
+                         reference=evaluator.reference_loss, load=driver.load_attr,
+                         probe=probe_finalist(evaluator, driver.save_attr, steps,
+                                              settings.seeds_final))
+
+
 def _ladder_line(steps: int, trial: int | None) -> None:
     who = "your configuration" if trial is None else f"trial {trial}"
     print(f"rung {steps} steps: probing {who}", flush=True)
@@ -199,13 +225,13 @@ def _result(records: list[TrialRecord], baseline: Candidate, before: Diagnosis |
             ladder: LadderChoice | None) -> StabilityResult:
     if ladder is None:
         choice, compared = choose_best(records, baseline), baseline
-        rungs, notes = [], []
+        rungs, notes, finals = [], [], {}
     else:
         choice, compared = ladder.choice, ladder.baseline
-        rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes
+        rungs, notes, finals = [r.summary() for r in ladder.rungs], ladder.notes, ladder.finals
     return StabilityResult(
         best=choice.best, baseline=compared, trials=records, choice_note=choice.note,
-        horizon=horizon, rungs=rungs, ladder_notes=notes,
+        horizon=horizon, rungs=rungs, ladder_notes=notes, finals=finals,
         settings=settings, space_name=space.name, study_name=settings.study,
         storage=driver.storage_label(), build_fn=build_fn, diagnosis=before,
         targets=data.y if data.kind == "arrays" else None,

@@ -34,7 +34,10 @@ from stabilizer.space import Choice, FloatRange, load_space
 
 # diagnose=False: the build counts below assume the baseline is one build (one seed);
 # the per-tuner test turns the diagnosis back on.
-PROBE = dict(probe_steps=20, evaluations=2, seeds=1, diagnose=False, horizon_fraction=0.0)
+#: Finals off (``final_seeds=1``): these tests count the probes a resumed search runs again
+#: (tests/search/test_finals.py resumes the finalists' own probes).
+PROBE = dict(probe_steps=20, evaluations=2, seeds=1, diagnose=False, horizon_fraction=0.0,
+             final_seeds=1)
 
 
 def project(tmp_path: Path, study: str) -> Path:
