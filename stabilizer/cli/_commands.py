@@ -390,7 +390,8 @@ def plan_lines(settings: SearchConfig, horizon: Any, workers: int = 1) -> list[s
             f"horizon:    {horizon.describe()}",
             f"budget:     at most {flat + ladder + finals:,} optimizer steps ({flat:,} for "
             f"your configuration, the trials and the LR range test; {ladder:,} for the "
-            f"ladder; {finals:,} for the finalists on {settings.seeds_final} seeds)",
+            f"ladder" + (f"; {finals:,} for the finalists on {settings.seeds_final} seeds"
+                         if finals else "") + ")",
             *([] if settings.time_limit is None else
               [f"time limit: {settings.time_limit:g} s"]),
             "dry run: nothing was created"]

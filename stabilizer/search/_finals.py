@@ -5,8 +5,8 @@ spread of two runs is a poor estimate: two runs that happen to agree hide a
 configuration that parts between seeds, and the user's training is one more draw of
 it. Before the choice, the finalists (the best `FINALISTS` candidates at the longest
 rung, ranked as the choice ranks them, and the user's configuration) are probed on
-the seeds after the first ``seeds`` up to `SearchConfig.final_seeds` (twice ``seeds`` by
-default; seeds ``seed * 1000 + seeds`` ...), at the same length; each one's new seeds
+the seeds after the first ``seeds`` up to `SearchConfig.final_seeds` (off by default;
+seeds ``seed * 1000 + seeds`` ...), at the same length; each one's new seeds
 are scored together with the ones already run (`stabilizer.scoring.score_seeds`: medians
 and the seed spread over all of them), and `choose_best` chooses again among the
 finalists with those scores. The probes are stored

@@ -80,7 +80,8 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
         ladder = choose_on_ladder(stored_rungs(attrs.get, horizon, records, baseline),
                                   records, baseline, horizon)
         ladder = on_more_seeds(ladder, records, seeds=settings.seeds,
-                               final_seeds=settings.seeds_final, seed=settings.seed,
+                               final_seeds=attrs.get("final_seeds") or settings.seeds_final,
+                               seed=settings.seed,
                                plan=ProbePlan.from_settings(settings),
                                reference=baseline.components.reference_loss, load=attrs.get)
         choice, compared = ladder.choice, ladder.baseline

@@ -192,6 +192,7 @@ def _on_more_seeds(driver: BaseDriver, evaluator: Evaluator, ladder: LadderChoic
             "time limit was reached"])
     steps = ladder.rungs[-1].steps
     plan = evaluator.plan if steps == evaluator.plan.total_steps else evaluator.plan.longer(steps)
+    driver.save_attr("final_seeds", settings.seeds_final)  # for `load_result`
     _phase(progress, f"the finalists on {settings.seeds_final} seeds")
     return on_more_seeds(ladder, records, seeds=settings.seeds,
                          final_seeds=settings.seeds_final, seed=settings.seed, plan=plan,

@@ -525,10 +525,15 @@ def test_a_dry_run_prints_the_plan_and_creates_nothing(tmp_path: Path,
     assert "study:      'planned' in sqlite:///out/planned.db" in out
     assert "probes:     3 seed(s) x 60 steps" in out
     assert "candidates compared at 60, 180 steps" in out  # 20 epochs of 1,437 rows: 900 steps
-    # (6 + 1) x 3 x 60 + 60 for the range test; the ladder: (2 + 1) x 3 x 180; the two
-    # finalists at 180 steps and yours on 3 more seeds: 3 x 3 x 180
-    assert ("at most 4,560 optimizer steps (1,320 for your configuration, the trials and the "
-            "LR range test; 1,620 for the ladder; 1,620 for the finalists on 6 seeds)") in out
+    # (6 + 1) x 3 x 60 + 60 for the range test; the ladder: (2 + 1) x 3 x 180
+    assert ("at most 2,940 optimizer steps (1,320 for your configuration, the trials and the "
+            "LR range test; 1,620 for the ladder)") in out
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no study, no folder
+    path.write_text(path.read_text().replace("out_dir: out,", "out_dir: out, final_seeds: 6,"))
+    assert main(["search", str(path), "--dry-run", "--seeds", "3", "--probe-steps", "60"]) == 0
+    # the two finalists at 180 steps and yours on 3 more seeds: 3 x 3 x 180
+    assert ("at most 4,560 optimizer steps (1,320 for your configuration, the trials and the "
+            "LR range test; 1,620 for the ladder; 1,620 for the finalists on 6 seeds)"
+            ) in capsys.readouterr().out
     assert main(["search", str(path), "--dry-run", "--seeds", "0"]) == 2
     assert "seeds=0" in capsys.readouterr().err

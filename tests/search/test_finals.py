@@ -133,9 +133,10 @@ def test_no_more_seeds_than_searched_leaves_the_choice_alone():
     assert not calls
 
 
-def test_final_seeds_default_to_twice_seeds_and_are_checked():
-    assert SearchConfig().seeds_final == 4 and SearchConfig(seeds=3).seeds_final == 6
-    assert SearchConfig(final_seeds=2).seeds_final == 2
+def test_final_seeds_are_off_by_default_and_checked():
+    assert SearchConfig().seeds_final == 2 and SearchConfig(seeds=3).seeds_final == 3
+    assert SearchConfig(final_seeds=4).seeds_final == 4
+    assert SearchConfig(seeds=3, final_seeds=2).seeds_final == 3
     with pytest.raises(ConfigError, match="final_seeds=0: expected a value >= 1"):
         SearchConfig(final_seeds=0)
 
@@ -143,8 +144,8 @@ def test_final_seeds_default_to_twice_seeds_and_are_checked():
 def test_a_search_measures_its_finalists_resumes_and_reads_them_back(small_digits, tmp_path):
     from stabilizer.search import load_result
 
-    options = dict(space="quick", budget=3, seeds=2, probe_steps=10, evaluations=2,
-                   train_steps=40, diagnose=False, diagnose_after=False, prune=False,
+    options = dict(space="quick", budget=3, seeds=2, final_seeds=4, probe_steps=10,
+                   evaluations=2, train_steps=40, diagnose=False, diagnose_after=False, prune=False,
                    out_dir=str(tmp_path), study_name="finals")
     builds = []
 

@@ -86,7 +86,7 @@ def test_result_holds_best_baseline_table_and_a_buildable_model(small_digits, qu
     baseline = frame[frame["user_attrs_baseline"] == True]  # noqa: E712 (a pandas mask)
     assert len(baseline) == 1 and len(frame) == len(result.trials) + 1
     assert baseline["value"].iloc[0] == pytest.approx(result.rungs[0]["baseline"]["score"])
-    assert result.baseline.components.seeds == 4  # compared on the finalists' seeds
+    assert not result.finals  # off unless final_seeds asks for more seeds
     assert baseline["number"].iloc[0] == len(result.trials)  # after the candidates
     assert len(result.trials) == 3  # not a candidate, not counted in the budget
 
