@@ -21,24 +21,21 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from stabilizer.apply import replay_hyperparameters
 from stabilizer.config import StabilityConfig
-from stabilizer.errors import ProbeFailedError
 from stabilizer.probe import ProbePlan
 from stabilizer.result import Candidate, TrialRecord
 from stabilizer.scoring import ScoreComponents, score_seeds
 from stabilizer.search._choice import choice_rank, choose_best, clear_gain, restore_nan
 from stabilizer.search._ladder import BASELINE, LadderChoice
-from stabilizer.search._policy import error_text
 
-__all__ = ["FINALISTS", "FinalProbe", "final_key", "finalists", "on_more_seeds",
-           "probe_finalist"]
+__all__ = ["FINALISTS", "FinalProbe", "final_key", "finalists", "on_more_seeds"]
 
 #: How many candidates are measured on more seeds beside the user's configuration.
 FINALISTS = 3
 
 #: (trial number or None for the baseline, its record or None, the plan, the new seeds)
-#: -> the stored entry: {"per_seed", "curves", "probes", "seconds"} or {"error"}.
+#: -> the stored entry (`stabilizer.search._ladder.stored_probe`): {"components", "curves",
+#: "probes", "seconds"} or {"error"}.
 FinalProbe = Callable[[int | None, TrialRecord | None, ProbePlan, list[int]], dict[str, Any]]
 
 
@@ -67,7 +64,7 @@ def finalists(ladder: LadderChoice) -> list[int]:
 def _merged(components: dict[str, Any], extra: dict[str, Any],
             reference: float | None) -> ScoreComponents:
     """The scores of the seeds already run and of the new ones, together."""
-    per_seed = list(components.get("per_seed") or []) + list(extra["per_seed"])
+    per_seed = list(components.get("per_seed") or []) + list(extra["components"]["per_seed"])
     return score_seeds(per_seed, reference)
 
 
@@ -101,7 +98,7 @@ def on_more_seeds(ladder: LadderChoice, records: list[TrialRecord], *, seeds: in
 
     by_number = {r.number: r for r in records}
     base_entry = entry(None)
-    if base_entry is None or "per_seed" not in base_entry or top.baseline is None:
+    if base_entry is None or "components" not in base_entry or top.baseline is None:
         return ladder
     base_comps = _merged(top.baseline["components"], base_entry, reference)
     baseline = Candidate(StabilityConfig(), base_comps,
@@ -112,7 +109,7 @@ def on_more_seeds(ladder: LadderChoice, records: list[TrialRecord], *, seeds: in
     for number in numbers:
         stored = top.trials[number]
         extra = entry(number)
-        if extra is None or "per_seed" not in extra:
+        if extra is None or "components" not in extra:
             comps = ScoreComponents.from_dict(restore_nan(stored["components"]))
             curves = stored.get("curves", [])
             lines.append(f"trial {number}: kept at {len(curves)} seeds (its probes on more "
@@ -140,28 +137,3 @@ def _line(who: str, before: dict[str, Any], after: ScoreComponents) -> str:
     old = ScoreComponents.from_dict(restore_nan(before))
     return (f"{who} {old.score:.3g} -> {after.score:.3g}, {old.seed_spread:.3g} -> "
             f"{after.seed_spread:.3g} ({after.verdict})")
-
-
-def probe_finalist(evaluator: Any, store: Callable[[str, Any], None], steps: int,
-                   final_seeds: int) -> FinalProbe:
-    """A `FinalProbe` that runs `evaluator` on the new seeds and stores what it got."""
-    def run(number: int | None, record: TrialRecord | None, plan: ProbePlan,
-            seeds: list[int]) -> dict[str, Any]:
-        config = StabilityConfig() if record is None or record.config is None else record.config
-        params = {} if record is None else record.user_params
-        hp = replay_hyperparameters(params) if evaluator.uses_hp else None
-        key = final_key(steps, BASELINE if number is None else number, final_seeds)
-        try:
-            evaluation = evaluator.evaluate(config, hp, plan=plan, seeds=seeds)
-        except ProbeFailedError as exc:  # kept (not retried on resume); the trials are safe
-            stored: dict[str, Any] = {"error": error_text(exc)}
-        else:
-            assert evaluation.components is not None  # no pruner here
-            stored = {"per_seed": evaluation.components.to_dict()["per_seed"],
-                      "curves": evaluation.curves, "probes": evaluation.probes,
-                      "seconds": round(sum(c.get("seconds") or 0.0
-                                           for c in evaluation.curves), 3)}
-        store(key, stored)
-        return stored
-
-    return run

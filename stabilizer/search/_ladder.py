@@ -43,7 +43,8 @@ from stabilizer.search._choice import Choice, choose_best, clear_gain, restore_n
 from stabilizer.search._evaluator import Evaluator
 from stabilizer.search._policy import error_text
 
-__all__ = ["Rung", "LadderChoice", "climb", "choose_on_ladder", "stored_rungs", "rung_key"]
+__all__ = ["Rung", "LadderChoice", "climb", "choose_on_ladder", "stored_probe", "stored_rungs",
+           "rung_key"]
 
 BASELINE = "baseline"
 
@@ -183,11 +184,19 @@ def _probe(driver: BaseDriver, evaluator: Evaluator, plan: ProbePlan, number: in
         return dict(stored)
     if on_probe is not None:
         on_probe(plan.total_steps, number)
+    return stored_probe(driver, evaluator, key, plan, record)
+
+
+def stored_probe(driver: BaseDriver, evaluator: Evaluator, key: str, plan: ProbePlan,
+                 record: TrialRecord | None, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Probe `record`'s configuration (the user's for None) for `plan` on `seeds` (default:
+    the search's) and store what came back under `key`: {"components", "curves", "probes",
+    "seconds"}, or {"error"} for a probe that failed (kept: not retried on resume)."""
     config = StabilityConfig() if record is None or record.config is None else record.config
     params = {} if record is None else record.user_params
     hp = replay_hyperparameters(params) if evaluator.uses_hp else None
     try:
-        evaluation = evaluator.evaluate(config, hp, plan=plan)
+        evaluation = evaluator.evaluate(config, hp, plan=plan, seeds=seeds)
     except ProbeFailedError as exc:  # kept (not retried on resume); the trials are safe
         stored = {"error": error_text(exc)}
         driver.save_attr(key, stored)

@@ -20,15 +20,15 @@ from stabilizer.config import SearchConfig, StabilityConfig
 from stabilizer.data import ProbeData, prepare_data
 from stabilizer.diagnosis import Diagnosis, diagnose
 from stabilizer.errors import SearchInterrupted
-from stabilizer.probe import Horizon, batch_size_of
+from stabilizer.probe import Horizon, ProbePlan, batch_size_of
 from stabilizer.result import Candidate, StabilityResult, TrialRecord
 from stabilizer.scoring import ScoreComponents, score_traces
 from stabilizer.search._base import BaseDriver
 from stabilizer.search._choice import choose_best, restore_nan
 from stabilizer.search._evaluator import Evaluation, Evaluator, summarize_trace
-from stabilizer.search._finals import finalists, on_more_seeds, probe_finalist
+from stabilizer.search._finals import final_key, finalists, on_more_seeds
 from stabilizer.search._fingerprint import Fingerprint, study_fingerprint
-from stabilizer.search._ladder import LadderChoice, choose_on_ladder, climb
+from stabilizer.search._ladder import BASELINE, LadderChoice, choose_on_ladder, climb, stored_probe
 from stabilizer.search._policy import catch_interrupts, quiet_optuna, raise_if_interrupted
 from stabilizer.search._workers import WorkerSource, run_workers
 from stabilizer.search.optuna import OptunaDriver
@@ -194,11 +194,15 @@ def _on_more_seeds(driver: BaseDriver, evaluator: Evaluator, ladder: LadderChoic
     plan = evaluator.plan if steps == evaluator.plan.total_steps else evaluator.plan.longer(steps)
     driver.save_attr("final_seeds", settings.seeds_final)  # for `load_result`
     _phase(progress, f"the finalists on {settings.seeds_final} seeds")
+    def probe(number: int | None, record: TrialRecord | None, plan: ProbePlan,
+              seeds: list[int]) -> dict[str, Any]:
+        key = final_key(steps, BASELINE if number is None else number, settings.seeds_final)
+        return stored_probe(driver, evaluator, key, plan, record, seeds)
+
     return on_more_seeds(ladder, records, seeds=settings.seeds,
                          final_seeds=settings.seeds_final, seed=settings.seed, plan=plan,
                          reference=evaluator.reference_loss, load=driver.load_attr,
-                         probe=probe_finalist(evaluator, driver.save_attr, steps,
-                                              settings.seeds_final))
+                         probe=probe)
 
 
 def _ladder_line(steps: int, trial: int | None) -> None:

@@ -62,7 +62,8 @@ def _ladder(rates=(0.1, 0.01, 0.001)):
     records = [TrialRecord(i, "COMPLETE", 0.0, StabilityConfig(learning_rate=lr), {},
                            _scored(*SEEDS[lr][0]), [{"steps": 30}] * 2)
                for i, lr in enumerate(rates)]
-    baseline = Candidate(StabilityConfig(), _scored_components(*SEEDS[None][0]), [])
+    baseline = Candidate(StabilityConfig(), score_traces([_trace(f) for f in SEEDS[None][0]],
+                                                         reference_loss=2.0), [])
     data = prepare_data((np.zeros((100, 2), "float32"), np.zeros(100, "float32")))
     horizon = Horizon.resolve(SearchConfig(probe_steps=30, evaluations=2, train_steps=120), data)
     evaluator = types.SimpleNamespace(plan=ProbePlan(15, 2))  # one rung: nothing is probed
@@ -70,17 +71,12 @@ def _ladder(rates=(0.1, 0.01, 0.001)):
     return choose_on_ladder(rungs, records, baseline, horizon), records
 
 
-def _scored_components(*finals: float):
-    return score_traces([_trace(f) for f in finals], reference_loss=2.0)
-
-
 def _probe(calls: list[tuple[int | None, list[int]]]):
     def run(number, record, plan, seeds):
         calls.append((number, seeds))
         rate = None if record is None else record.config.learning_rate
         traces = [_trace(f) for f in SEEDS[rate][1]]
-        comps = score_traces(traces, reference_loss=2.0)
-        return {"per_seed": comps.to_dict()["per_seed"],
+        return {"components": score_traces(traces, reference_loss=2.0).to_dict(),
                 "curves": [{"steps": 30, "seconds": 0.1}] * len(seeds)}
     return run
 

@@ -66,7 +66,7 @@ class _Scripted:
         self.calls: list[tuple[float | None, int]] = []
 
     def evaluate(self, config: StabilityConfig, hp: Any = None, report: Any = None,
-                 plan: ProbePlan | None = None) -> Evaluation:
+                 plan: ProbePlan | None = None, seeds: list[int] | None = None) -> Evaluation:
         steps = (plan or self.plan).total_steps
         self.calls.append((config.learning_rate, steps))
         return Evaluation(config, self.outcome(config.learning_rate, steps), [])
@@ -179,7 +179,7 @@ def test_a_probe_that_fails_on_a_rung_leaves_its_candidate_behind_not_the_search
         return _slow_starters(lr, steps)
 
     class Failing(_Scripted):
-        def evaluate(self, config, hp=None, report=None, plan=None):
+        def evaluate(self, config, hp=None, report=None, plan=None, seeds=None):
             return Evaluation(config, failing(config.learning_rate, plan.total_steps), [])
     storage = _Storage()
     records = _records(_slow_starters, [1e-3, 2e-3, 3e-3, 1e-4, 2e-4, 3e-4])
