@@ -116,9 +116,10 @@ class Horizon:
         return cls(**{**data, "rungs": tuple(data["rungs"])})
 
 
-def probe_seeds(settings: SearchConfig) -> list[int]:
-    """The seeds every candidate is probed on (the same for all: fair comparison)."""
-    return [settings.seed * 1000 + i for i in range(settings.seeds)]
+def probe_seeds(settings: SearchConfig, count: int | None = None) -> list[int]:
+    """The seeds every candidate is probed on (the same for all: fair comparison); with
+    `count`, that many (the first `settings.seeds` of them are the usual ones)."""
+    return [settings.seed * 1000 + i for i in range(settings.seeds if count is None else count)]
 
 
 def batch_size_of(config: StabilityConfig, settings: SearchConfig, data: ProbeData) -> int:

@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from stabilizer.config import StabilityConfig
-from stabilizer.probe import ProbePlan
+from stabilizer.config import SearchConfig, StabilityConfig
+from stabilizer.probe import ProbePlan, probe_seeds
 from stabilizer.result import Candidate, TrialRecord
 from stabilizer.scoring import ScoreComponents, score_seeds
 from stabilizer.search._choice import choice_rank, choose_best, clear_gain, restore_nan
@@ -68,11 +68,10 @@ def _merged(components: dict[str, Any], extra: dict[str, Any],
     return score_seeds(per_seed, reference)
 
 
-def on_more_seeds(ladder: LadderChoice, records: list[TrialRecord], *, seeds: int,
-                  final_seeds: int, seed: int, plan: ProbePlan, reference: float | None,
-                  load: Callable[[str], Any], probe: FinalProbe | None = None
-                  ) -> LadderChoice:
-    """`ladder`'s choice made again with the finalists on `final_seeds` seeds.
+def on_more_seeds(ladder: LadderChoice, records: list[TrialRecord], settings: SearchConfig,
+                  *, plan: ProbePlan, reference: float | None, load: Callable[[str], Any],
+                  probe: FinalProbe | None = None) -> LadderChoice:
+    """`ladder`'s choice made again with the finalists on `settings.seeds_final` seeds.
 
     `plan` is the longest rung's probe plan, `reference` the study's reference loss,
     `load` reads a stored attribute and `probe` runs (and stores) the probes of one
@@ -80,13 +79,14 @@ def on_more_seeds(ladder: LadderChoice, records: list[TrialRecord], *, seeds: in
     used. The ladder comes back unchanged when the user's configuration has no probes on
     the extra seeds; a finalist whose probes failed keeps its earlier scores.
     """
+    seeds, final_seeds = settings.seeds, settings.seeds_final
     if final_seeds <= seeds:
         return ladder
     numbers = finalists(ladder)
     if not numbers:
         return ladder
     top = ladder.rungs[-1]
-    extra_seeds = [seed * 1000 + i for i in range(seeds, final_seeds)]
+    extra_seeds = probe_seeds(settings, final_seeds)[seeds:]
 
     def entry(number: int | None) -> dict[str, Any] | None:
         key = final_key(top.steps, BASELINE if number is None else number, final_seeds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -79,10 +80,9 @@ def load_result(study_name: str, storage: str) -> StabilityResult:
     else:
         ladder = choose_on_ladder(stored_rungs(attrs.get, horizon, records, baseline),
                                   records, baseline, horizon)
-        ladder = on_more_seeds(ladder, records, seeds=settings.seeds,
-                               final_seeds=attrs.get("final_seeds") or settings.seeds_final,
-                               seed=settings.seed,
-                               plan=ProbePlan.from_settings(settings),
+        used = dataclasses.replace(settings, final_seeds=attrs.get("final_seeds")
+                                   or settings.final_seeds)  # what the search ran
+        ladder = on_more_seeds(ladder, records, used, plan=ProbePlan.from_settings(settings),
                                reference=baseline.components.reference_loss, load=attrs.get)
         choice, compared = ladder.choice, ladder.baseline
         rungs, notes = [r.summary() for r in ladder.rungs], ladder.notes

@@ -199,8 +199,7 @@ def _on_more_seeds(driver: BaseDriver, evaluator: Evaluator, ladder: LadderChoic
         key = final_key(steps, BASELINE if number is None else number, settings.seeds_final)
         return stored_probe(driver, evaluator, key, plan, record, seeds)
 
-    return on_more_seeds(ladder, records, seeds=settings.seeds,
-                         final_seeds=settings.seeds_final, seed=settings.seed, plan=plan,
+    return on_more_seeds(ladder, records, settings, plan=plan,
                          reference=evaluator.reference_loss, load=driver.load_attr,
                          probe=probe)
 

@@ -82,7 +82,7 @@ def _probe(calls: list[tuple[int | None, list[int]]]):
 
 
 def _again(ladder, records, storage, probe=None, final_seeds=4):
-    return on_more_seeds(ladder, records, seeds=2, final_seeds=final_seeds, seed=0,
+    return on_more_seeds(ladder, records, SearchConfig(seeds=2, final_seeds=final_seeds),
                          plan=ProbePlan(15, 2), reference=2.0, load=storage.load_attr,
                          probe=probe)
 
